@@ -1,0 +1,68 @@
+"""The interface every task head implements.
+
+A head receives the shared multi-scale features and returns raw outputs; it owns its loss and
+its post-processing, so the multi-task model stays generic.
+
+Features: ``features`` is a dict name -> Tensor[B, C, H/stride, W/stride] holding the backbone
+levels (``c1`` stride 2 ... ``c5`` stride 32, whichever the backbone gives) and the neck
+levels (``p2`` stride 4 ... ``p5`` stride 32). ``feature_info`` maps the same names to
+``FeatureInfo(channels, stride)``; a head picks its inputs by name (``in_features`` option).
+
+Targets (one batch, from ``mtvision.data.collate``), per task:
+  det  list (len B) of {"boxes": float[K, 4] xyxy in input pixels, "labels": long[K]}
+  seg  long[B, H, W], class ids, 255 = ignore
+  edge long[B, H, W], 0 / 1, 255 = ignore
+  cls  long[B] (single label, -1 = absent) or float[B, C] multi-hot (multi-label)
+``present`` is bool[B]: which images carry this task's labels. A head's loss uses only those.
+
+Predictions (``postprocess``), a list with one entry per image:
+  det  {"boxes": float[K, 4] xyxy input pixels, "scores": float[K], "labels": long[K]}
+  seg  long[H, W] class map
+  edge float[H, W] boundary probability in [0, 1]
+  cls  {"label": int, "score": float, "probs": float[C]}  (multi-label: "labels": list[int])
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
+
+from torch import Tensor, nn
+
+
+class FeatureInfo(NamedTuple):
+    channels: int
+    stride: int
+
+
+class TaskHead(nn.Module, ABC):
+    """Base class of task heads. Subclasses set ``task`` and implement the three methods."""
+
+    task: ClassVar[str] = ""
+
+    @abstractmethod
+    def forward(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Any:
+        """Raw outputs for the batch (logits, regressions...)."""
+
+    @abstractmethod
+    def loss(self, outputs: Any, targets: Any, present: Tensor) -> dict[str, Tensor]:
+        """Named loss components (scalars); their sum is the task loss."""
+
+    @abstractmethod
+    def postprocess(self, outputs: Any, image_size: tuple[int, int]) -> list[Any]:
+        """Per-image predictions in the format documented above."""
+
+
+def select_features(features: dict[str, Tensor], names: list[str]) -> list[Tensor]:
+    return [features[n] for n in names]
+
+
+def check_in_features(feature_info: dict[str, FeatureInfo], names: list[str], head: str) -> None:
+    from mtvision.registry import ConfigError, closest
+
+    for n in names:
+        if n not in feature_info:
+            raise ConfigError(
+                f"head '{head}' asks for feature '{n}'{closest(n, list(feature_info))}; "
+                f"available: {', '.join(feature_info)}"
+            )
