@@ -66,3 +66,9 @@ def check_in_features(feature_info: dict[str, FeatureInfo], names: list[str], he
                 f"head '{head}' asks for feature '{n}'{closest(n, list(feature_info))}; "
                 f"available: {', '.join(feature_info)}"
             )
+
+
+def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
+    groups = next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)

@@ -1,0 +1,13 @@
+"""Ways of combining task losses: one file per family, registered by name in ``BALANCERS``."""
+
+from mtvision.balancing.base import Balancer
+from mtvision.balancing.fixed import FixedWeights
+from mtvision.registry import BALANCERS
+
+
+def build_balancer(cfg: dict, tasks: list[str]) -> Balancer:
+    """Build from the ``balancer`` config section for the model's ``tasks``."""
+    return BALANCERS.build(cfg, "balancer", tasks=tasks)
+
+
+__all__ = ["Balancer", "FixedWeights", "build_balancer"]

@@ -1,0 +1,51 @@
+"""The interface between the trainer and the ways of combining task losses.
+
+The trainer computes the per-task losses and hands them to ``Balancer.backward``, which fills
+the ``.grad`` of the parameters. A loss-based method only sets weights; a gradient-based
+method (declared by ``requires``) may differentiate each task loss separately with respect to
+the shared parameters (``"param"``) or the shared features (``"feature"``) and write the
+combined gradient itself: the trainer passes both, so either mode plugs in here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+class Balancer(nn.Module, ABC):
+    """Combines task losses into parameter gradients. Subclasses implement ``weights``."""
+
+    requires: ClassVar[str] = "losses"  # "losses" | "param" | "feature"
+
+    def __init__(self, tasks: Sequence[str]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+
+    @abstractmethod
+    def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The weight of each task loss for this step."""
+
+    def backward(
+        self,
+        losses: dict[str, Tensor],
+        shared_params: Sequence[Tensor] = (),
+        features: dict[str, Tensor] | None = None,
+        scale: Callable[[Tensor], Tensor] = lambda t: t,
+    ) -> dict[str, float]:
+        """Back-propagate the weighted sum of ``losses``; return the weights used.
+
+        ``scale`` is the AMP loss scaler's ``scale`` (identity without AMP).
+        """
+        w = self.weights(losses)
+        total = sum(w[t] * losses[t] for t in losses)
+        scale(total).backward()
+        return {t: float(w[t]) for t in losses}
+
+
+def stack_losses(losses: dict[str, Tensor]) -> Tensor:
+    return torch.stack([losses[t] for t in losses])

@@ -1,0 +1,35 @@
+"""Shared behaviour of the command-line tools: known errors become one line, not a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    from mtvision.data.io import DataError
+    from mtvision.engine.checkpoint import CheckpointError
+    from mtvision.engine.trainer import TrainingError
+    from mtvision.registry import ConfigError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, TrainingError]
+    try:
+        from mtvision.inference import InferenceError
+
+        errors.append(InferenceError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def run_cli(fn: Callable[[], object]) -> int:
+    """Run ``fn``; print ``error: ...`` and return 2 for a known error, 130 on Ctrl-C."""
+    try:
+        fn()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except known_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,331 @@
+"""Configuration: YAML files with ``_base_`` inheritance, ``-o key=value`` overrides, validation.
+
+Every key is checked against the schema below (or, for the pluggable parts, against the
+signature of the registered builder): an unknown key or a wrong type is a ``ConfigError``
+naming the key, the file it came from and the closest valid key. ``load_config`` returns a
+plain nested dict with every default filled in; ``save_config`` writes it beside a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtvision.registry import BALANCERS, BACKBONES, DATASETS, HEADS, NECKS, ConfigError, Registry
+from mtvision.registry import closest as _closest
+
+
+@dataclass(frozen=True)
+class Field:
+    """A leaf of the schema: accepted types, default, optional set of allowed values."""
+
+    types: tuple[type, ...]
+    default: Any
+    choices: tuple[Any, ...] | None = None
+    nullable: bool = False
+
+
+@dataclass(frozen=True)
+class Named:
+    """A section built by a registry: ``{"name": ..., **options of that builder}``."""
+
+    registry: Registry
+    default: dict[str, Any] | None = None
+    skip: tuple[str, ...] = ()  # arguments the caller passes, not the config
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A section whose keys are free (e.g. task names) and whose values share one spec."""
+
+    value: Any
+    default: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class FreeList:
+    """A list of dicts checked where it is used (e.g. albumentations ops)."""
+
+    default: list[Any] | None = None
+
+
+INT, FLOAT, STR, BOOL = (int,), (int, float), (str,), (bool,)
+SEQ = (list, tuple)
+
+SCHEMA: dict[str, Any] = {
+    "work_dir": Field(STR, None, nullable=True),
+    "model": {
+        "backbone": Named(BACKBONES, {"name": "resnet18"}),
+        "neck": Named(NECKS, {"name": "fpn"}, skip=("feature_info",)),
+        "heads": MapOf(Named(HEADS, skip=("feature_info",)), {}),
+    },
+    "data": {
+        "type": Field(STR, "mtvision"),
+        "root": Field(STR, "data/shapes"),
+        "train_split": Field(STR, "train"),
+        "val_split": Field(STR, "val"),
+        "synthetic": Field((dict,), None, nullable=True),
+        "image_size": Field(SEQ, [128, 128]),
+        "batch_size": Field(INT, 16),
+        "val_batch_size": Field(INT, None, nullable=True),
+        "num_workers": Field(INT, 2),
+        "train_transforms": FreeList([]),
+        "skip_invalid": Field(BOOL, False),
+    },
+    "train": {
+        "epochs": Field(INT, 12),
+        "max_iters": Field(INT, None, nullable=True),
+        "seed": Field(INT, 0),
+        "deterministic": Field(BOOL, False),
+        "optimizer": {
+            "name": Field(STR, "adamw", choices=("adamw", "sgd")),
+            "lr": Field(FLOAT, 1e-3),
+            "weight_decay": Field(FLOAT, 0.05),
+            "momentum": Field(FLOAT, 0.9),
+            "betas": Field(SEQ, [0.9, 0.999]),
+            "backbone_lr_mult": Field(FLOAT, 1.0),
+        },
+        "scheduler": {
+            "name": Field(STR, "cosine", choices=("cosine", "constant")),
+            "warmup_iters": Field(INT, 100),
+            "warmup_factor": Field(FLOAT, 0.001),
+            "min_lr_ratio": Field(FLOAT, 0.01),
+        },
+        "grad_clip": Field(FLOAT, 10.0, nullable=True),
+        "amp": Field(STR, "auto", choices=("auto", "none", "bf16", "fp16")),
+        "log_interval": Field(INT, 20),
+        "eval_interval": Field(INT, 1),
+        "checkpoint_interval": Field(INT, 1),
+        "best_metric": Field(STR, "mean"),
+        "tensorboard": Field(BOOL, True),
+    },
+    "balancer": Named(BALANCERS, {"name": "fixed"}, skip=("tasks",)),
+    "eval": {
+        "edge_thresholds": Field(INT, 99),
+        "edge_max_dist": Field(FLOAT, 0.0075),
+        "max_images": Field(INT, None, nullable=True),
+    },
+}
+
+
+def _register_all() -> None:
+    """Import the modules whose registrations the validation needs."""
+    import mtvision.balancing  # noqa: F401
+    import mtvision.data.dataset  # noqa: F401
+    import mtvision.models  # noqa: F401
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} invalid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, new: dict, origins: dict[str, str], source: str, prefix: str = "") -> dict:
+    """Merge ``new`` into ``base`` (dicts recursively, everything else replaced)."""
+    out = dict(base)
+    if new.get("_delete_"):
+        out = {}
+        new = {k: v for k, v in new.items() if k != "_delete_"}
+    for key, value in new.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, origins, source, dotted + ".")
+        else:
+            out[key] = copy.deepcopy(value)
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != "_delete_"}
+                out[key] = _merge({}, value, origins, source, dotted + ".")
+        origins[dotted] = source
+    return out
+
+
+def _load_tree(path: Path, origins: dict[str, str], stack: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in stack:
+        raise ConfigError(f"{path}: _base_ inheritance cycle")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = _merge(merged, _load_tree(path.parent / b, origins, (*stack, path)), origins,
+                        str(path.parent / b))
+    return _merge(merged, data, origins, str(path))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null...)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: dict, overrides: list[str], origins: dict[str, str]) -> dict:
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        cfg = _merge(cfg, nested, origins, f"override -o {text}")
+    return cfg
+
+
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _typename(types: tuple[type, ...]) -> str:
+    return " or ".join("list" if t in SEQ else t.__name__ for t in dict.fromkeys(types))
+
+
+def _where(origins: dict[str, str], dotted: str) -> str:
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        src = origins.get(".".join(parts[:i]))
+        if src:
+            return src
+    return "<defaults>"
+
+
+def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be a mapping with a 'name'")
+    if "name" not in value:
+        raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' needs a 'name' "
+                          f"(one of {', '.join(spec.registry.names())})")
+    name = value["name"]
+    if name not in spec.registry:
+        raise ConfigError(f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} "
+                          f"'{name}' at '{dotted}.name'{_closest(str(name), spec.registry.names())}")
+    params = inspect.signature(spec.registry.get(name)).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = [n for n in params if n not in spec.skip and n != "self"]
+    for key, v in value.items():
+        if key == "name":
+            continue
+        if key not in params and not takes_any:
+            raise ConfigError(f"{_where(origins, f'{dotted}.{key}')}: unknown key '{dotted}.{key}' "
+                              f"for {spec.registry.kind} '{name}'{_closest(key, valid)}")
+        default = params[key].default if key in params else inspect.Parameter.empty
+        if default not in (None, inspect.Parameter.empty) and v is not None:
+            types: tuple[type, ...] = (type(default),)
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                types = FLOAT
+            elif isinstance(default, SEQ):
+                types = SEQ
+            if not _type_ok(v, types):
+                raise ConfigError(f"{_where(origins, f'{dotted}.{key}')}: '{dotted}.{key}' must be "
+                                  f"{_typename(types)}, got {type(v).__name__} ({v!r})")
+    return dict(value)
+
+
+def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = "") -> dict:
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{_where(origins, prefix.rstrip('.'))}: '{prefix.rstrip('.')}' "
+                          "must be a mapping")
+    for key in cfg:
+        if key not in schema:
+            dotted = f"{prefix}{key}"
+            raise ConfigError(f"{_where(origins, dotted)}: unknown key '{dotted}'"
+                              f"{_closest(key, list(schema))}")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        dotted = f"{prefix}{key}"
+        given = key in cfg
+        value = cfg.get(key)
+        if isinstance(spec, dict):
+            out[key] = _validate(spec, value if given and value is not None else {}, origins,
+                                 dotted + ".")
+        elif isinstance(spec, Field):
+            if not given:
+                out[key] = copy.deepcopy(spec.default)
+                continue
+            if value is None:
+                if not spec.nullable:
+                    raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' may not be null")
+            elif not _type_ok(value, spec.types):
+                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be "
+                                  f"{_typename(spec.types)}, got {type(value).__name__} ({value!r})")
+            elif spec.choices is not None and value not in spec.choices:
+                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' is {value!r}; choose one "
+                                  f"of {list(spec.choices)}{_closest(str(value), list(spec.choices))}")
+            out[key] = value
+        elif isinstance(spec, Named):
+            if not given or value is None:
+                out[key] = copy.deepcopy(spec.default)
+            else:
+                out[key] = _check_named(spec, value, dotted, origins)
+        elif isinstance(spec, MapOf):
+            value = value if given and value is not None else copy.deepcopy(spec.default)
+            if not isinstance(value, dict):
+                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be a mapping")
+            # A null entry removes what a base file defined (e.g. -o model.heads.det=null).
+            out[key] = {k: _check_named(spec.value, v, f"{dotted}.{k}", origins)
+                        for k, v in value.items() if v is not None}
+        elif isinstance(spec, FreeList):
+            value = value if given and value is not None else copy.deepcopy(spec.default)
+            if not isinstance(value, list):
+                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be a list")
+            out[key] = value
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read ``path`` with its ``_base_`` files, apply ``overrides``, validate, fill defaults."""
+    _register_all()
+    origins: dict[str, str] = {}
+    cfg = _load_tree(Path(path), origins)
+    cfg = apply_overrides(cfg, overrides or [], origins)
+    return _check_dataset(_validate(SCHEMA, cfg, origins), origins)
+
+
+def _check_dataset(cfg: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
+    name = cfg["data"]["type"]
+    if name not in DATASETS:
+        raise ConfigError(f"{_where(origins, 'data.type')}: unknown dataset type '{name}'"
+                          f"{_closest(name, DATASETS.names())}; available: "
+                          f"{', '.join(DATASETS.names())}")
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:
+    """Validate an in-memory config (e.g. one stored in a checkpoint) and fill defaults."""
+    _register_all()
+    origins: dict[str, str] = {}
+    _merge({}, cfg, origins, source)
+    return _check_dataset(_validate(SCHEMA, cfg, origins), origins)
+
+
+def save_config(cfg: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.replace(tmp, path)
+    return path

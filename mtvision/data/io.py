@@ -1,0 +1,113 @@
+"""Reading images and masks, and writing JSON files atomically.
+
+Every read problem (missing file, undecodable bytes, unsupported pixel format) is a
+``DataError`` whose one-line message names the file, so a bad sample in a large dataset is easy
+to find.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+class DataError(ValueError):
+    """A problem with the data on disk; the message is one line naming the file."""
+
+
+def _read_raw(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Decode a file with cv2, keeping channels and bit depth as stored."""
+    p = Path(path)
+    try:
+        # np.fromfile + imdecode (rather than imread) so non-ASCII paths work and a missing file
+        # is told apart from an undecodable one.
+        buf = np.fromfile(p, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"cannot read {what} '{p}': file not found") from None
+    except OSError as e:
+        raise DataError(f"cannot read {what} '{p}': {e.strerror or e}") from None
+    if buf.size == 0:
+        raise DataError(f"cannot read {what} '{p}': file is empty")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"cannot read {what} '{p}': not a decodable image (corrupt or unsupported)")
+    return img
+
+
+def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        # 65535 -> 255: the usual 16-bit to 8-bit mapping (rounding divide by 257).
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    raise DataError(f"cannot read {what} '{path}': unsupported pixel type {img.dtype}")
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as an ``H x W x 3`` uint8 RGB array (grey, RGBA and 16-bit converted)."""
+    img = _read_raw(path, "image")
+    img = _to_uint8(img, Path(path), "image")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise DataError(f"cannot read image '{path}': unsupported shape {img.shape}")
+
+
+def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a single-channel label map as an ``H x W`` uint8 array.
+
+    A 16-bit map is accepted when its values fit in 0..255. A 3-channel file is accepted only
+    when its channels are equal: OpenCV expands palette PNGs to colour, which would silently
+    turn class ids into colours.
+    """
+    p = Path(path)
+    m = _read_raw(p, "mask")
+    if m.ndim == 3:
+        if m.shape[2] == 1 or (m.shape[2] in (3, 4) and (m[..., :3] == m[..., :1]).all()):
+            m = m[:, :, 0]
+        else:
+            raise DataError(
+                f"cannot read mask '{p}': it has {m.shape[2]} different channels "
+                "(colour or palette image?); expected single-channel class ids"
+            )
+    if m.dtype == np.uint16:
+        if m.size and int(m.max()) > 255:
+            raise DataError(f"cannot read mask '{p}': 16-bit values above 255 (max {m.max()})")
+        return m.astype(np.uint8)
+    if m.dtype != np.uint8:
+        raise DataError(f"cannot read mask '{p}': unsupported pixel type {m.dtype}")
+    return m
+
+
+def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None = None) -> None:
+    """Write ``obj`` as JSON so that readers see either the old file or the complete new one.
+
+    The data goes to a temporary file in the same directory (same filesystem, so the final
+    ``os.replace`` is atomic), which is flushed to disk before it replaces ``path``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=indent)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; result files should be readable by others
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,221 @@
+"""Joint image / box / mask transforms built on albumentations.
+
+``build_transforms(ops, image_size, train)`` gives a callable that applies the user's
+augmentations (training only), then always letterboxes to ``image_size`` and normalises with the
+ImageNet statistics. Boxes, the segmentation mask and the edge map go through the same
+albumentations ``Compose`` call, so every geometric op moves them together.
+
+Letterbox geometry (shared with ``letterbox``, which inference uses to map predictions back):
+the image is scaled by ``scale = min(H / h, W / w)`` to ``(round(h * scale), round(w * scale))``
+(at least 1 px each) and padded centred, ``pad_top = (H - new_h) // 2`` and
+``pad_left = (W - new_w) // 2``; a point ``x`` of the original lands at ``x * scale + pad_left``
+(exact up to the rounding of the resized size, under half a pixel). Image padding is 0 (before
+normalisation), mask padding is 255 = ignore.
+
+Boxes that leave the image: boxes are clipped to the image (``clip=True``) before the pipeline
+and after every op; a box is dropped when less than ``min_visibility`` of its area (default 0.3)
+is left in the image after the ops, or when it ends up narrower or shorter than
+``min_box_size`` pixels (default 1), or is degenerate (zero width or height) to begin with.
+Masks that user ops push out of the image are filled with the op's ``fill_mask`` (albumentations'
+default is 0 = background; pass ``fill_mask: 255`` to rotations/affines to mark them ignored).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtvision.registry import ConfigError, closest
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+MASK_IGNORE = 255
+
+
+class TransformResult(NamedTuple):
+    """Output of a transform pipeline (unpacks as ``image, boxes, labels, masks``)."""
+
+    image: Tensor  # float32 [3, H, W], normalised
+    boxes: np.ndarray  # float32 [K, 4] xyxy in output pixels
+    labels: np.ndarray  # int64 [K]
+    masks: dict[str, np.ndarray]  # name -> uint8 [H, W]
+
+
+def _transform_names() -> list[str]:
+    return [n for n in dir(A) if isinstance(getattr(A, n), type)
+            and issubclass(getattr(A, n), A.BasicTransform)]
+
+
+def _one_line_error(e: BaseException) -> str:
+    # albumentations wraps pydantic's multi-line ValidationError in a ValueError; report one
+    # "field: message (got value)" per bad field instead.
+    for err in (e, e.__cause__, e.__context__):
+        errors = getattr(err, "errors", None)
+        if not callable(errors):
+            continue
+        try:
+            fields: dict[str, str] = {}
+            for item in errors():
+                loc = item.get("loc") or ("?",)
+                fields.setdefault(str(loc[0]), f"{item.get('msg', '')} (got {item.get('input')!r})")
+            if fields:
+                return "; ".join(f"{k}: {v}" for k, v in fields.items())
+        except Exception:  # noqa: BLE001 - fall back to the plain message
+            break
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def build_op(spec: dict[str, Any], where: str = "transforms") -> A.BasicTransform:
+    """Build one albumentations transform from ``{"name": ..., **options}``."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise ConfigError(f"'{where}' entries must be dicts with a 'name', got {spec!r}")
+    options = {k: v for k, v in spec.items() if k != "name"}
+    name = spec["name"]
+    cls = getattr(A, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, A.BasicTransform)):
+        raise ConfigError(
+            f"unknown transform '{name}' in {where}{closest(str(name), _transform_names())}; "
+            "expected an albumentations transform name such as 'HorizontalFlip'"
+        )
+    # albumentations only warns about unknown keyword options, so check them here.
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [n for n in params if n != "self"]
+        for key in options:
+            if key not in valid:
+                raise ConfigError(
+                    f"unknown option '{key}' for transform '{name}' in {where}"
+                    f"{closest(key, valid)}; "
+                    f"valid: {', '.join(valid)}"
+                )
+    try:
+        return cls(**options)
+    except Exception as e:  # noqa: BLE001 - any constructor failure is a config problem
+        raise ConfigError(
+            f"bad options for transform '{name}' in {where}: {_one_line_error(e)}"
+        ) from None
+
+
+def letterbox_params(orig_hw: tuple[int, int], size: tuple[int, int]) -> tuple[float, tuple[int, int], tuple[int, int]]:
+    """``(scale, (new_h, new_w), (pad_left, pad_top))`` of the letterbox, as albumentations does it.
+
+    Mirrors ``A.LongestMaxSize(max_size_hw=size)`` (Python ``round`` of ``side * scale``) and
+    ``A.PadIfNeeded(position="center")`` (``int(diff / 2)`` before); ``test_transforms`` checks
+    the two agree.
+    """
+    h, w = orig_hw
+    out_h, out_w = size
+    scale = min(out_h / h, out_w / w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    pad_top = int((out_h - new_h) / 2.0) if new_h < out_h else 0
+    pad_left = int((out_w - new_w) / 2.0) if new_w < out_w else 0
+    return scale, (new_h, new_w), (pad_left, pad_top)
+
+
+def _letterbox_ops(size: tuple[int, int]) -> list[A.BasicTransform]:
+    h, w = int(size[0]), int(size[1])
+    return [
+        A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR,
+                         mask_interpolation=cv2.INTER_NEAREST),
+        A.PadIfNeeded(min_height=h, min_width=w, position="center",
+                      border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=MASK_IGNORE),
+    ]
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize keeping the aspect ratio and pad centred to ``size = (H, W)``.
+
+    Returns ``(padded_image, scale, (pad_left, pad_top))`` with the same geometry as the
+    training/eval pipeline: original ``(x, y)`` maps to ``(x * scale + pad_left,
+    y * scale + pad_top)``, so predictions map back with ``(x - pad_left) / scale``.
+    """
+    out = A.Compose(_letterbox_ops(size))(image=image)["image"]
+    scale, _, pad = letterbox_params(image.shape[:2], (int(size[0]), int(size[1])))
+    return out, scale, pad
+
+
+def image_to_tensor(image: np.ndarray) -> Tensor:
+    """uint8 ``H x W x 3`` RGB -> float32 ``[3, H, W]`` normalised with the ImageNet statistics."""
+    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
+    std = np.asarray(IMAGENET_STD, np.float32) * 255.0
+    x = (image.astype(np.float32) - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+class Transforms:
+    """Callable ``(image, boxes, labels, masks) -> TransformResult``; see ``build_transforms``."""
+
+    def __init__(self, user_ops: list[A.BasicTransform], image_size: tuple[int, int],
+                 min_visibility: float, min_box_size: float) -> None:
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.user_ops = user_ops
+        self.compose = A.Compose(
+            [*user_ops, *_letterbox_ops(self.image_size)],
+            bbox_params=A.BboxParams(
+                format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility,
+                min_width=min_box_size, min_height=min_box_size, clip=True,
+                filter_invalid_bboxes=True,
+            ),
+        )
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None,
+                 labels: np.ndarray | None = None,
+                 masks: dict[str, np.ndarray] | None = None) -> TransformResult:
+        h, w = image.shape[:2]
+        boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
+        boxes = boxes.reshape(-1, 4)
+        labels = (np.zeros((0,), np.int64) if labels is None
+                  else np.asarray(labels, np.int64).reshape(-1))
+        if len(labels) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        # Clip and drop degenerate boxes up front: albumentations rejects x_max <= x_min.
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, labels = boxes[keep], labels[keep]
+
+        names = list(masks or {})
+        data: dict[str, Any] = {"image": image, "bboxes": boxes, "labels": labels}
+        if names:
+            for n in names:
+                if masks[n].shape[:2] != (h, w):
+                    raise ValueError(f"mask '{n}' is {masks[n].shape[:2]}, image is {(h, w)}")
+            # One "masks" list rather than named targets, so any mask names work; all masks
+            # share the ignore padding.
+            data["masks"] = [np.ascontiguousarray(masks[n], dtype=np.uint8) for n in names]
+        out = self.compose(**data)
+        out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
+        out_labels = np.asarray(out["labels"], np.int64).reshape(-1)
+        out_masks = {n: np.asarray(m, np.uint8) for n, m in zip(names, out.get("masks", []),
+                                                                strict=True)}
+        return TransformResult(image_to_tensor(out["image"]), out_boxes, out_labels, out_masks)
+
+
+def build_transforms(ops: Sequence[dict[str, Any]] | None, image_size: tuple[int, int] | int,
+                     train: bool, *, min_visibility: float = 0.3,
+                     min_box_size: float = 1.0) -> Transforms:
+    """Build the pipeline: user ``ops`` (only when ``train``), letterbox to ``image_size``
+    ``(H, W)`` (an int means square), ImageNet normalisation.
+
+    ``ops`` is a list like ``[{"name": "HorizontalFlip", "p": 0.5}]``; each entry becomes
+    ``getattr(albumentations, name)(**options)``. The ops are validated even when ``train`` is
+    False, so a config error shows up on the first run whatever the mode.
+    """
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    if len(image_size) != 2 or min(image_size) < 1:
+        raise ConfigError(f"image_size must be (height, width) >= 1, got {image_size!r}")
+    if ops is not None and not isinstance(ops, (list, tuple)):
+        raise ConfigError(f"'transforms' must be a list of {{name: ...}} dicts, got {ops!r}")
+    user_ops = [build_op(spec, f"transforms[{i}]") for i, spec in enumerate(ops or [])]
+    return Transforms(user_ops if train else [], image_size, min_visibility, min_box_size)

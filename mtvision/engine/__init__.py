@@ -1,0 +1,1 @@
+"""Training, evaluation, checkpoints and logs: the parts that compose models, data and metrics."""

@@ -1,0 +1,132 @@
+"""Evaluation of a multi-task model over a dataset: per-task metrics and the results JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mtvision.data.build import move_batch
+from mtvision.metrics import build_metric
+from mtvision.models import MultiTaskModel
+
+# The headline metric of each task: what "best" checkpoints and summaries use.
+PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1"}
+
+
+def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
+                  classes: dict[str, list[str]], eval_cfg: dict[str, Any]) -> dict[str, Any]:
+    metrics = {}
+    for task in model.task_names:
+        head_cfg = model_cfg["heads"][task]
+        kwargs: dict[str, Any] = {}
+        if task in ("det", "seg", "cls"):
+            kwargs["num_classes"] = head_cfg["num_classes"]
+            kwargs["class_names"] = classes.get(task) or None
+        if task == "cls":
+            kwargs["multi_label"] = bool(head_cfg.get("multi_label", False))
+        if task == "edge":
+            kwargs["thresholds"] = eval_cfg["edge_thresholds"]
+            kwargs["max_dist"] = eval_cfg["edge_max_dist"]
+        metrics[task] = build_metric(task, **kwargs)
+    return metrics
+
+
+def _to_cpu(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu() if x.is_floating_point() else x.detach().cpu()
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_to_cpu(v) for v in x]
+    return x
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any],
+             classes: dict[str, list[str]], eval_cfg: dict[str, Any],
+             device: torch.device, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run the model over ``loader``; return ``{task: {metric: value}}``.
+
+    Only tasks the dataset labels are scored; fractions are in [0, 1].
+    """
+    metrics = build_metrics(model, model_cfg, classes, eval_cfg)
+    seen: set[str] = set()
+    max_images = eval_cfg.get("max_images")
+    done = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not progress,
+                          dynamic_ncols=True):
+            images = batch["images"].to(device)
+            preds = _to_cpu(model.predict(images))
+            for task, metric in metrics.items():
+                if task in batch["targets"] and bool(batch["present"][task].any()):
+                    metric.update(preds[task], batch["targets"][task], batch["present"][task])
+                    seen.add(task)
+            done += images.shape[0]
+            if max_images and done >= max_images:
+                break
+    finally:
+        model.train(was_training)
+    return {task: metrics[task].compute() for task in metrics if task in seen}
+
+
+def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> float:
+    """One number to pick the best checkpoint: the mean of the tasks' headline metrics,
+    or one metric named ``task.metric``."""
+    if key == "mean":
+        vals = [float(results[t][PRIMARY[t]]) for t in results if PRIMARY.get(t) in results[t]]
+        return sum(vals) / len(vals) if vals else float("nan")
+    task, _, name = key.partition(".")
+    return float(results[task][name])
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """A readable table of the scalar metrics, one row per task."""
+    rows = [(t, k, v) for t, m in results.items() for k, v in m.items()
+            if isinstance(v, (int, float))]
+    if not rows:
+        return "(no metrics)"
+    w1 = max(4, *(len(r[0]) for r in rows))
+    w2 = max(6, *(len(r[1]) for r in rows))
+    lines = [f"{'task':<{w1}}  {'metric':<{w2}}  {'value':>8}", f"{'-' * w1}  {'-' * w2}  {'-' * 8}"]
+    lines += [f"{t:<{w1}}  {k:<{w2}}  {v:>8.4f}" for t, k, v in rows]
+    return "\n".join(lines)
+
+
+def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = None,
+                        device: str = "auto", split: str | None = None,
+                        progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Evaluate ``checkpoint`` on the data of ``cfg`` (``data.val_split`` unless ``split``);
+    write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``)."""
+    from pathlib import Path
+
+    from mtvision.data.build import build_dataset, build_loader, dataset_classes
+    from mtvision.data.io import write_json_atomic
+    from mtvision.engine.checkpoint import CheckpointError, load_checkpoint
+    from mtvision.engine.trainer import resolve_device
+    from mtvision.models import build_model
+
+    dev = resolve_device(device)
+    state = load_checkpoint(checkpoint, map_location=dev)
+    model_cfg = state["config"]["model"]
+    model = build_model(model_cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint}: weights do not fit the model in its config "
+                              f"({str(e).splitlines()[1].strip()})") from None
+    model.to(dev)
+    dcfg = cfg["data"]
+    ds = build_dataset(dcfg, split or dcfg["val_split"], train=False)
+    classes = state.get("classes") or dataset_classes(ds)
+    loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
+                          train=False)
+    results = evaluate(model, loader, model_cfg, classes, cfg["eval"], dev, progress)
+    out_path = Path(out) if out else Path(checkpoint).with_name("metrics.json")
+    write_json_atomic(results, out_path)
+    return results

@@ -1,0 +1,298 @@
+"""The training loop: optimizer, warm-up + cosine schedule, AMP, clipping, balancing,
+logging, periodic evaluation and atomic, resumable checkpoints."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from mtvision.balancing import build_balancer
+from mtvision.config import save_config
+from mtvision.data.build import build_dataset, build_loader, dataset_classes, move_batch
+from mtvision.data.io import write_json_atomic
+from mtvision.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtvision.engine.evaluator import evaluate, format_table, summary_score
+from mtvision.engine.logger import RunLogger, plot_training_curves
+from mtvision.models import MultiTaskModel, build_model
+from mtvision.registry import ConfigError
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the message says why."""
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on norms and biases; ``backbone_lr_mult`` for the backbone."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        key = (name.startswith("backbone."), p.ndim <= 1)
+        groups.setdefault(key, []).append(p)
+    param_groups = [
+        {"params": ps, "lr": cfg["lr"] * (cfg["backbone_lr_mult"] if bb else 1.0),
+         "weight_decay": 0.0 if no_decay else cfg["weight_decay"]}
+        for (bb, no_decay), ps in sorted(groups.items())
+    ]
+    if cfg["name"] == "adamw":
+        return torch.optim.AdamW(param_groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
+    return torch.optim.SGD(param_groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
+
+
+def lr_factor(it: int, total: int, cfg: dict[str, Any]) -> float:
+    """Linear warm-up from ``warmup_factor`` to 1, then cosine decay to ``min_lr_ratio``."""
+    warm = min(cfg["warmup_iters"], max(total - 1, 0))
+    if it < warm:
+        a = it / max(warm, 1)
+        return cfg["warmup_factor"] * (1 - a) + a
+    if cfg["name"] == "constant":
+        return 1.0
+    progress = (it - warm) / max(total - warm, 1)
+    m = cfg["min_lr_ratio"]
+    return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or mode == "none":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def check_heads_match(cfg: dict[str, Any], classes: dict[str, list[str]]) -> None:
+    """A head's ``num_classes`` must equal the number of classes the dataset defines."""
+    for task, head in cfg["model"]["heads"].items():
+        names = classes.get(task)
+        n = head.get("num_classes")
+        if names and n is not None and n != len(names):
+            raise ConfigError(f"model.heads.{task}.num_classes is {n} but the dataset at "
+                              f"'{cfg['data']['root']}' has {len(names)} {task} classes {names}")
+
+
+class Trainer:
+    """Trains ``cfg`` in ``work_dir``; ``resume`` continues from ``work_dir/last.pt``."""
+
+    def __init__(self, cfg: dict[str, Any], work_dir: str | Path | None = None,
+                 resume: bool = False, device: str = "auto", progress: bool = True) -> None:
+        self.cfg = cfg
+        self.work_dir = Path(work_dir or cfg.get("work_dir") or "runs/default")
+        cfg["work_dir"] = str(self.work_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        tcfg = cfg["train"]
+        seed_everything(tcfg["seed"], tcfg["deterministic"])
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.work_dir / "config.yaml")
+
+        dcfg = cfg["data"]
+        self.train_set = build_dataset(dcfg, dcfg["train_split"], train=True)
+        self.val_set = build_dataset(dcfg, dcfg["val_split"], train=False)
+        self.classes = dataset_classes(self.train_set)
+        check_heads_match(cfg, self.classes)
+        self.train_loader = build_loader(self.train_set, dcfg["batch_size"], dcfg["num_workers"],
+                                         train=True, seed=tcfg["seed"])
+        self.val_loader = build_loader(self.val_set, dcfg["val_batch_size"] or dcfg["batch_size"],
+                                       dcfg["num_workers"], train=False)
+        if len(self.train_loader) == 0:
+            raise ConfigError(f"data.batch_size {dcfg['batch_size']} is larger than the "
+                              f"{len(self.train_set)} training images")
+
+        self.model: MultiTaskModel = build_model(cfg["model"]).to(self.device)
+        self.balancer = build_balancer(cfg["balancer"], self.model.task_names).to(self.device)
+        self.optimizer = build_optimizer(self.model, tcfg["optimizer"])
+        params = list(self.model.parameters()) + list(self.balancer.parameters())
+        if self.balancer_params():
+            self.optimizer.add_param_group({"params": self.balancer_params(),
+                                            "weight_decay": 0.0, "lr": tcfg["optimizer"]["lr"]})
+        self.params = [p for p in params if p.requires_grad]
+        self.epoch_len = len(self.train_loader)
+        self.total_iters = tcfg["max_iters"] or tcfg["epochs"] * self.epoch_len
+        self.num_epochs = math.ceil(self.total_iters / self.epoch_len)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(it, self.total_iters, tcfg["scheduler"]))
+        self.amp_dtype = amp_dtype(tcfg["amp"], self.device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.iteration = 0
+        self.best_score: float | None = None
+        self.last_metrics: dict[str, Any] = {}
+        self.logger = RunLogger(self.work_dir, tensorboard=tcfg["tensorboard"])
+        if resume:
+            self._resume()
+
+    def balancer_params(self) -> list[nn.Parameter]:
+        return [p for p in self.balancer.parameters() if p.requires_grad]
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "config": self.cfg, "classes": self.classes,
+            "epoch": self.iteration // self.epoch_len, "iteration": self.iteration,
+            "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "balancer": self.balancer.state_dict(), "rng": rng_state(),
+        }
+
+    def save(self, name: str = "last.pt") -> Path:
+        return save_checkpoint(self._state(), self.work_dir / name)
+
+    def _resume(self) -> None:
+        path = self.work_dir / "last.pt"
+        if not path.is_file():
+            raise ConfigError(f"--resume: no checkpoint at {path}")
+        state = load_checkpoint(path, map_location=self.device)
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise ConfigError(f"{path} does not fit this config's model: "
+                              f"{str(e).splitlines()[1].strip()}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.balancer.load_state_dict(state["balancer"])
+        set_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        self.best_score = state.get("best_score")
+        print(f"resumed from {path} at iteration {self.iteration}")
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """Forward, per-task losses, balanced backward, clip, step. None when skipped."""
+        batch = move_batch(batch, self.device)
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+               else nullcontext())
+        images = batch["images"]
+        with ctx:
+            feats = self.model.extract(images)
+            outputs = self.model.forward_heads(feats, (images.shape[-2], images.shape[-1]))
+            comps = self.model.losses(outputs, batch["targets"], batch["present"])
+        task_losses = {t: sum(c.float() for c in parts.values()) for t, parts in comps.items()}
+        bad = [t for t, v in task_losses.items() if not torch.isfinite(v)]
+        self.optimizer.zero_grad(set_to_none=True)
+        if bad:
+            warnings.warn(f"iteration {self.iteration}: non-finite loss in task(s) "
+                          f"{', '.join(bad)}; step skipped", stacklevel=2)
+            return None
+        weights = self.balancer.backward(task_losses, self.model.shared_parameters(), feats,
+                                         self.scaler.scale)
+        self.scaler.unscale_(self.optimizer)
+        gcfg = self.cfg["train"]["grad_clip"]
+        if gcfg:
+            gnorm = torch.nn.utils.clip_grad_norm_(self.params, gcfg)
+            if not torch.isfinite(gnorm):
+                warnings.warn(f"iteration {self.iteration}: non-finite gradient; step skipped",
+                              stacklevel=2)
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.update()
+                return None
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        out = {f"{t}/{k}": float(v) for t, parts in comps.items() for k, v in parts.items()}
+        out.update({t: float(v) for t, v in task_losses.items()})
+        out.update({f"w/{t}": w for t, w in weights.items()})
+        return out
+
+    # -- loop -------------------------------------------------------------------------------
+    def run_eval(self) -> dict[str, Any]:
+        res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
+                       self.cfg["eval"], self.device, self.progress)
+        score = summary_score(res, self.cfg["train"]["best_metric"]) if res else float("nan")
+        self.logger.log({"type": "eval", "iter": self.iteration,
+                         "epoch": self.iteration / self.epoch_len, "metrics": res,
+                         "score": score})
+        if res and (self.best_score is None or score > self.best_score):
+            self.best_score = score
+            self.save("best.pt")
+        self.last_metrics = res
+        return res
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (or from the resumed iteration); return the final val metrics."""
+        tcfg = self.cfg["train"]
+        self.model.train()
+        bar = tqdm(total=self.total_iters, initial=self.iteration, desc="train",
+                   disable=not self.progress, dynamic_ncols=True)
+        t_last, it_last = time.time(), self.iteration
+        evaluated_at = -1
+        while self.iteration < self.total_iters:
+            epoch, start = divmod(self.iteration, self.epoch_len)
+            self.train_loader.sampler.set_epoch(epoch, start * self.train_loader.batch_size)
+            # Worker seeds come from the loader's generator: fix them per epoch so a resumed
+            # run draws the same augmentations as an uninterrupted one.
+            self.train_loader.generator.manual_seed(tcfg["seed"] * 100003 + epoch)
+            for batch in self.train_loader:
+                stats = self.train_step(batch)
+                self.scheduler.step()
+                self.iteration += 1
+                bar.update(1)
+                if stats is not None:
+                    bar.set_postfix({t: f"{stats[t]:.3f}" for t in self.model.task_names
+                                     if t in stats}, refresh=False)
+                if stats is not None and (self.iteration % tcfg["log_interval"] == 0
+                                          or self.iteration == 1):
+                    now = time.time()
+                    self.logger.log({
+                        "type": "train", "iter": self.iteration,
+                        "epoch": self.iteration / self.epoch_len,
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "losses": {t: stats[t] for t in self.model.task_names if t in stats},
+                        "components": {k: v for k, v in stats.items() if "/" in k
+                                       and not k.startswith("w/")},
+                        "weights": {k[2:]: v for k, v in stats.items() if k.startswith("w/")},
+                        "sec_per_iter": (now - t_last) / max(self.iteration - it_last, 1),
+                    })
+                    t_last, it_last = now, self.iteration
+                if self.iteration >= self.total_iters:
+                    break
+            epoch_done = self.iteration // self.epoch_len
+            finished = self.iteration >= self.total_iters
+            if finished or epoch_done % tcfg["eval_interval"] == 0:
+                self.run_eval()
+                evaluated_at = self.iteration
+            if finished or epoch_done % tcfg["checkpoint_interval"] == 0:
+                self.save("last.pt")
+        bar.close()
+        if evaluated_at != self.iteration:
+            self.run_eval()
+            self.save("last.pt")
+        write_json_atomic(self.last_metrics, self.work_dir / "val_metrics.json")
+        plot_training_curves(self.logger.path, self.work_dir / "curves.png")
+        self.logger.close()
+        return self.last_metrics
+
+
+def train(cfg: dict[str, Any], work_dir: str | Path | None = None, resume: bool = False,
+          device: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Train a resolved config; print and return the final validation metrics."""
+    trainer = Trainer(cfg, work_dir, resume, device, progress)
+    metrics = trainer.fit()
+    print(format_table(metrics))
+    print(f"checkpoints: {trainer.work_dir / 'last.pt'}, {trainer.work_dir / 'best.pt'}")
+    return metrics

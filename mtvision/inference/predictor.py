@@ -1,0 +1,313 @@
+"""Predictions of a trained checkpoint on raw images, in the images' own pixels.
+
+    predictor = Predictor("runs/exp/best.pt")
+    result = predictor.predict("street.jpg")
+    result.boxes, result.semseg, result.cls, result.to_json(), result.plot()
+
+Images are letterboxed to the training size (``config["data"]["image_size"]``) exactly as in
+evaluation, and every prediction is mapped back: boxes through the inverse of the letterbox,
+the segmentation by cropping the padding and a nearest resize, the edge map by cropping and a
+bilinear resize.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from mtvision.data.io import read_image
+from mtvision.data.transforms import image_to_tensor, letterbox, letterbox_params
+from mtvision.engine.checkpoint import load_checkpoint
+from mtvision.inference.drawing import draw_predictions
+from mtvision.inference.sources import InferenceError
+from mtvision.models import build_model
+from mtvision.registry import ConfigError
+
+# A path (str or os.PathLike), an RGB uint8 numpy array or a PIL image.
+ImageInput = Any
+
+
+class Letterbox(NamedTuple):
+    """Where an original image sits inside the model input."""
+
+    orig_size: tuple[int, int]  # (h, w) of the original
+    scale: float
+    resized: tuple[int, int]  # (h, w) of the image inside the padding
+    pad: tuple[int, int]  # (pad_left, pad_top)
+
+
+@dataclass
+class Result:
+    """One image's predictions in original pixels; tasks the model lacks are ``None``.
+
+    ``boxes`` float32[K, 4] xyxy, ``scores`` float32[K], ``labels`` int64[K], ``class_names``
+    list[str] (K); ``semseg`` uint8[H, W] class ids; ``edge`` float32[H, W] in [0, 1];
+    ``cls`` ``{"label", "name", "score", "probs"}`` (+ ``"labels"``, ``"names"`` when
+    multi-label); ``orig_size`` (H, W).
+    """
+
+    orig_size: tuple[int, int]
+    boxes: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    semseg: np.ndarray | None = None
+    edge: np.ndarray | None = None
+    cls: dict[str, Any] | None = None
+    name: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False)
+    classes: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def prediction(self) -> dict[str, Any]:
+        """The predictions in the per-task format of ``mtvision.models.heads.base``."""
+        pred: dict[str, Any] = {}
+        if self.boxes is not None:
+            pred["det"] = {"boxes": self.boxes, "scores": self.scores, "labels": self.labels}
+        if self.semseg is not None:
+            pred["seg"] = self.semseg
+        if self.edge is not None:
+            pred["edge"] = self.edge
+        if self.cls is not None:
+            pred["cls"] = self.cls
+        return pred
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain Python types: sizes, detections, image class, segmentation classes present."""
+        h, w = self.orig_size
+        out: dict[str, Any] = {"height": int(h), "width": int(w)}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.boxes is not None:
+            out["detections"] = [
+                {"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+                 "label": int(label), "class": name}
+                for box, score, label, name in zip(self.boxes, self.scores, self.labels,
+                                                   self.class_names, strict=True)
+            ]
+        if self.cls is not None:
+            cls = {k: v for k, v in self.cls.items() if k != "probs"}
+            cls["score"] = round(float(cls["score"]), 4)
+            cls["probs"] = [round(float(p), 4) for p in self.cls["probs"]]
+            out["cls"] = cls
+        if self.semseg is not None:
+            ids, counts = np.unique(self.semseg, return_counts=True)
+            names = self.classes.get("seg")
+            out["seg_classes"] = [
+                {"label": int(i), "class": _name(names, int(i)),
+                 "fraction": round(float(c) / self.semseg.size, 4)}
+                for i, c in zip(ids, counts, strict=True)
+            ]
+        return out
+
+    def plot(self, **kwargs: Any) -> np.ndarray:
+        """The original image with the predictions drawn (see ``draw_predictions``)."""
+        if self.image is None:
+            raise ValueError("this Result holds no image to draw on")
+        return draw_predictions(self.image, self.prediction(), self.classes, **kwargs)
+
+
+def _name(names: list[str] | None, label: int) -> str:
+    return str(names[label]) if names is not None and 0 <= label < len(names) else str(label)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; an unusable device is an InferenceError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise InferenceError(f"invalid device '{device}': {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InferenceError(f"device '{device}' requested but CUDA is not available")
+    return dev
+
+
+def to_rgb(x: ImageInput) -> np.ndarray:
+    """A path, numpy image (RGB, grey or RGBA) or PIL image as an RGB uint8 (H, W, 3) array."""
+    if isinstance(x, (str, os.PathLike)):
+        return read_image(x)
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8:
+            raise ValueError(f"numpy images must be uint8, got {x.dtype}")
+        if x.ndim == 2:
+            return cv2.cvtColor(x, cv2.COLOR_GRAY2RGB)
+        if x.ndim == 3 and x.shape[2] == 3:
+            return x
+        if x.ndim == 3 and x.shape[2] == 4:
+            return np.ascontiguousarray(x[:, :, :3])
+        raise ValueError(f"numpy images must be (H, W), (H, W, 3) or (H, W, 4), got {x.shape}")
+    if hasattr(x, "convert") and hasattr(x, "size"):  # PIL, without importing it eagerly
+        return np.asarray(x.convert("RGB"))
+    raise TypeError(f"cannot use a {type(x).__name__} as an image "
+                    "(expected a path, a numpy array or a PIL image)")
+
+
+def _diff_keys(expected: dict[str, Tensor], got: dict[str, Any], limit: int = 5) -> list[str]:
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected),
+                       ("shape mismatch", shapes)):
+        if keys:
+            more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+            parts.append(f"{what}: {', '.join(keys[:limit])}{more}")
+    return parts
+
+
+class Predictor:
+    """A checkpoint's model, ready to predict on images of any size.
+
+    ``device``: "auto" (cuda when available), "cpu", "cuda", "cuda:1"... ``score_thresh``
+    overrides the detection head's score threshold (lower it to see weak detections).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto",
+                 score_thresh: float | None = None) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.device = resolve_device(device)
+        state = load_checkpoint(self.checkpoint, map_location="cpu")
+        config = state["config"]
+        try:
+            size = config["data"]["image_size"]
+            self.image_size = (int(size[0]), int(size[1]))
+        except (KeyError, TypeError, IndexError, ValueError):
+            raise InferenceError(
+                f"{self.checkpoint}: config has no valid data.image_size [H, W]") from None
+        try:
+            model = build_model(config["model"])
+        except (ConfigError, KeyError, TypeError) as e:
+            raise InferenceError(
+                f"{self.checkpoint}: cannot build the model from its config: {e}") from None
+        problems = _diff_keys(model.state_dict(), state["model"])
+        if problems:
+            raise InferenceError(f"{self.checkpoint}: weights do not match the model its config "
+                                 f"builds ({'; '.join(problems)})")
+        model.load_state_dict(state["model"], strict=True)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.classes: dict[str, list[str]] = {
+            t: list(v) for t, v in (state.get("classes") or {}).items() if v is not None}
+        self.score_thresh = score_thresh
+        if score_thresh is not None and "det" in self.model.heads:
+            # The head thresholds before top-k and NMS; setting it there (not only filtering
+            # afterwards) is what lets a lower threshold bring back weaker boxes.
+            head = self.model.heads["det"]
+            if hasattr(head, "score_thresh"):
+                head.score_thresh = float(score_thresh)
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.model.task_names
+
+    def preprocess(self, images: list[np.ndarray]) -> tuple[Tensor, list[Letterbox]]:
+        """Letterbox and normalise RGB uint8 images into one batch on the device."""
+        tensors, boxes = [], []
+        for image in images:
+            padded, scale, pad = letterbox(image, self.image_size)
+            _, resized, _ = letterbox_params(image.shape[:2], self.image_size)
+            tensors.append(image_to_tensor(padded))
+            boxes.append(Letterbox((image.shape[0], image.shape[1]), scale, resized, pad))
+        return torch.stack(tensors).to(self.device, non_blocking=True), boxes
+
+    def infer(self, batch: Tensor) -> dict[str, list]:
+        """Raw per-task predictions in model-input pixels (the model's own post-processing)."""
+        preds = self.model.predict(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # so that timings cover the GPU work
+        return preds
+
+    def postprocess(self, preds: dict[str, list], boxes: list[Letterbox],
+                    images: list[np.ndarray] | None = None,
+                    names: list[str | None] | None = None) -> list[Result]:
+        """Map the predictions of each image back to its original pixels."""
+        results = []
+        for i, lb in enumerate(boxes):
+            result = Result(orig_size=lb.orig_size, classes=self.classes,
+                            image=images[i] if images is not None else None,
+                            name=names[i] if names is not None else None)
+            if "det" in preds:
+                self._det(result, preds["det"][i], lb)
+            if "seg" in preds:
+                seg = _crop(preds["seg"][i], lb).astype(np.uint8)
+                result.semseg = _resize(seg, lb.orig_size, cv2.INTER_NEAREST_EXACT)
+            if "edge" in preds:
+                edge = _crop(preds["edge"][i], lb).astype(np.float32)
+                result.edge = np.clip(_resize(edge, lb.orig_size, cv2.INTER_LINEAR), 0.0, 1.0)
+            if "cls" in preds:
+                result.cls = self._cls(preds["cls"][i])
+            results.append(result)
+        return results
+
+    def _det(self, result: Result, det: dict[str, Tensor], lb: Letterbox) -> None:
+        boxes = det["boxes"].detach().float().cpu().numpy().reshape(-1, 4)
+        scores = det["scores"].detach().float().cpu().numpy().reshape(-1)
+        labels = det["labels"].detach().cpu().numpy().reshape(-1).astype(np.int64)
+        h, w = lb.orig_size
+        pad_left, pad_top = lb.pad
+        boxes = boxes.copy()
+        boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_left) / lb.scale).clip(0, w)
+        boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_top) / lb.scale).clip(0, h)
+        # Boxes wholly in the padding collapse to nothing once clipped to the image.
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        if self.score_thresh is not None:
+            keep &= scores >= self.score_thresh
+        result.boxes = boxes[keep].astype(np.float32)
+        result.scores = scores[keep].astype(np.float32)
+        result.labels = labels[keep]
+        names = self.classes.get("det")
+        result.class_names = [_name(names, int(k)) for k in result.labels]
+
+    def _cls(self, cls: dict[str, Any]) -> dict[str, Any]:
+        names = self.classes.get("cls")
+        probs = cls["probs"]
+        probs = probs.detach().float().cpu().numpy() if hasattr(probs, "detach") else probs
+        out = {"label": int(cls["label"]), "name": _name(names, int(cls["label"])),
+               "score": float(cls["score"]), "probs": np.asarray(probs, np.float32)}
+        if "labels" in cls:
+            out["labels"] = [int(k) for k in cls["labels"]]
+            out["names"] = [_name(names, int(k)) for k in cls["labels"]]
+        return out
+
+    def predict(self, x: ImageInput | list[ImageInput],
+                batch_size: int = 8) -> Result | list[Result]:
+        """Predict on one image (-> Result) or a list of images (-> list of Result).
+
+        Images are paths, RGB numpy arrays or PIL images; a list runs in batches of
+        ``batch_size``.
+        """
+        single = not isinstance(x, (list, tuple))
+        items = [x] if single else list(x)
+        results: list[Result] = []
+        for start in range(0, len(items), max(1, batch_size)):
+            chunk = items[start:start + max(1, batch_size)]
+            images = [to_rgb(item) for item in chunk]
+            names = [Path(item).stem if isinstance(item, (str, os.PathLike)) else None
+                     for item in chunk]
+            batch, boxes = self.preprocess(images)
+            results.extend(self.postprocess(self.infer(batch), boxes, images, names))
+        return results[0] if single else results
+
+
+def _crop(x: Any, lb: Letterbox) -> np.ndarray:
+    """The part of a model-input-sized map that covers the original image."""
+    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    pad_left, pad_top = lb.pad
+    new_h, new_w = lb.resized
+    return arr[pad_top:pad_top + new_h, pad_left:pad_left + new_w]
+
+
+def _resize(x: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> np.ndarray:
+    h, w = size_hw
+    if x.shape[:2] == (h, w):
+        return np.ascontiguousarray(x)
+    return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interpolation)

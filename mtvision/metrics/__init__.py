@@ -1,0 +1,55 @@
+"""Evaluation metrics per task (det, seg, edge, cls); they know nothing of the models."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mtvision.metrics.base import Metric
+from mtvision.metrics.classification import ClassificationMetric, average_precision
+from mtvision.metrics.detection import DetectionMetric
+from mtvision.metrics.edge import EdgeMetric, edge_ods_ois
+from mtvision.metrics.segmentation import SegmentationMetric, iou_from_confusion
+from mtvision.registry import ConfigError, closest
+
+TASKS = ("det", "seg", "edge", "cls")
+
+__all__ = [
+    "TASKS",
+    "ClassificationMetric",
+    "DetectionMetric",
+    "EdgeMetric",
+    "Metric",
+    "SegmentationMetric",
+    "average_precision",
+    "build_metric",
+    "edge_ods_ois",
+    "iou_from_confusion",
+]
+
+
+def build_metric(
+    task: str,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    multi_label: bool = False,
+) -> Metric:
+    """The metric of ``task``, given the options it uses.
+
+    det: ``num_classes``, ``class_names``; seg: ``num_classes``, ``class_names`` (ignore 255);
+    edge: none (default BSDS settings); cls: ``num_classes``, ``multi_label``.
+    ``num_classes`` defaults to ``len(class_names)``.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"unknown task '{task}'{closest(task, list(TASKS))}; "
+                          f"available: {', '.join(TASKS)}")
+    if task == "edge":
+        return EdgeMetric()
+    if num_classes is None:
+        if class_names is None:
+            raise ConfigError(f"metric for task '{task}' needs num_classes or class_names")
+        num_classes = len(class_names)
+    if task == "det":
+        return DetectionMetric(num_classes, class_names=class_names)
+    if task == "seg":
+        return SegmentationMetric(num_classes, class_names=class_names)
+    return ClassificationMetric(num_classes, multi_label=multi_label)

@@ -1,0 +1,20 @@
+"""Task heads; importing this package registers them in ``mtvision.registry.HEADS``.
+
+``fcos`` (det), ``fpn_seg`` (seg), ``hed`` (edge), ``linear`` (cls).
+"""
+
+from mtvision.models.heads.base import FeatureInfo, TaskHead
+from mtvision.models.heads.classification import LinearClsHead
+from mtvision.models.heads.detection import FCOSHead
+from mtvision.models.heads.edge import HEDEdgeHead, class_balanced_bce
+from mtvision.models.heads.segmentation import FPNSegHead
+
+__all__ = [
+    "FCOSHead",
+    "FPNSegHead",
+    "FeatureInfo",
+    "HEDEdgeHead",
+    "LinearClsHead",
+    "TaskHead",
+    "class_balanced_bce",
+]

@@ -1,0 +1,143 @@
+"""Semantic segmentation: the semantic branch of Panoptic FPN (Kirillov et al., "Panoptic
+Feature Pyramid Networks", CVPR 2019, sec. 3.2 and fig. 3).
+
+Each FPN level goes through stages of conv3x3 + GroupNorm + ReLU + 2x bilinear upsampling until
+it reaches the finest level's stride (the finest level gets one conv stage and no upsampling);
+the levels are summed, a 1x1 conv gives class logits, and these are bilinearly upsampled to the
+input size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mtvision.models.heads.base import (
+    FeatureInfo,
+    TaskHead,
+    check_in_features,
+    group_norm,
+    select_features,
+)
+from mtvision.registry import HEADS, ConfigError
+
+
+@HEADS.register("fpn_seg")
+class FPNSegHead(TaskHead):
+    """Panoptic-FPN semantic head.
+
+    ``forward`` returns logits float[B, num_classes, H, W] at the input size. Loss component:
+    ``ce`` (cross-entropy over the present images' non-ignored pixels, optionally class-weighted).
+    """
+
+    task = "seg"
+
+    def __init__(
+        self,
+        feature_info: dict[str, FeatureInfo],
+        num_classes: int,
+        in_features: Sequence[str] = ("p2", "p3", "p4", "p5"),
+        channels: int = 64,
+        ignore_index: int = 255,
+        class_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features = list(in_features)
+        check_in_features(feature_info, self.in_features, "fpn_seg")
+        if num_classes < 1:
+            raise ConfigError(f"head 'fpn_seg': num_classes must be >= 1, got {num_classes}")
+        if not self.in_features:
+            raise ConfigError("head 'fpn_seg': in_features is empty")
+        self.num_classes = num_classes
+        self.ignore_index = int(ignore_index)
+        strides = [feature_info[n].stride for n in self.in_features]
+        finest = min(strides)
+        self.finest = strides.index(finest)
+        self.branches = nn.ModuleList()
+        for name, stride in zip(self.in_features, strides, strict=True):
+            n_up = math.log2(stride / finest)
+            if n_up != int(n_up):
+                raise ConfigError(
+                    f"head 'fpn_seg': stride {stride} of '{name}' is not a power-of-two "
+                    f"multiple of the finest stride {finest}"
+                )
+            in_ch = feature_info[name].channels
+            stages: list[nn.Module] = []
+            for _ in range(max(int(n_up), 1)):
+                stages += [nn.Conv2d(in_ch, channels, 3, padding=1, bias=False),
+                           group_norm(channels), nn.ReLU(inplace=True)]
+                if n_up >= 1:
+                    stages.append(
+                        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+                    )
+                in_ch = channels
+            self.branches.append(nn.Sequential(*stages))
+        self.predictor = nn.Conv2d(channels, num_classes, 1)
+        if class_weights is None:
+            self.register_buffer("class_weights", None)
+        else:
+            if len(class_weights) != num_classes:
+                raise ConfigError(
+                    f"head 'fpn_seg': class_weights has {len(class_weights)} entries for "
+                    f"{num_classes} classes"
+                )
+            self.register_buffer(
+                "class_weights", torch.tensor([float(w) for w in class_weights])
+            )
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0.0)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+
+    def forward(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
+        """Class logits float[B, num_classes, H, W] at ``image_size``."""
+        feats = select_features(features, self.in_features)
+        size = feats[self.finest].shape[-2:]
+        out = 0.0
+        for branch, x in zip(self.branches, feats, strict=True):
+            y = branch(x)
+            if y.shape[-2:] != size:
+                # Inputs not divisible by the coarsest stride make 2x upsampling overshoot by a
+                # pixel; align every level to the finest one.
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = out + y
+        logits = self.predictor(out)
+        return F.interpolate(logits, size=tuple(image_size), mode="bilinear", align_corners=False)
+
+    def loss(self, outputs: Tensor, targets: Tensor, present: Tensor) -> dict[str, Tensor]:
+        """``ce``: mean cross-entropy over non-ignored pixels of present images (weighted mean
+        with ``class_weights``); 0 when every pixel is ignored."""
+        sel = torch.as_tensor(present, device=outputs.device).reshape(-1).nonzero().reshape(-1)
+        logits = outputs[sel].float()
+        target = targets.to(outputs.device)[sel].long()
+        if logits.shape[-2:] != target.shape[-2:]:
+            logits = F.interpolate(
+                logits, size=target.shape[-2:], mode="bilinear", align_corners=False
+            )
+        weight = self.class_weights
+        total = F.cross_entropy(
+            logits, target, weight=weight, ignore_index=self.ignore_index, reduction="sum"
+        )
+        # The normaliser of reduction="mean", computed here so that an all-ignored batch gives
+        # 0 (still attached to the graph) instead of 0 / 0.
+        valid = target != self.ignore_index
+        if weight is None:
+            denom = valid.sum().to(total.dtype)
+        else:
+            denom = weight[target[valid]].sum()
+        return {"ce": total / denom.clamp_min(1e-12)}
+
+    @torch.no_grad()
+    def postprocess(self, outputs: Tensor, image_size: tuple[int, int]) -> list[Tensor]:
+        """Per image the arg-max class map long[H, W]."""
+        if outputs.shape[-2:] != tuple(image_size):
+            outputs = F.interpolate(
+                outputs.float(), size=tuple(image_size), mode="bilinear", align_corners=False
+            )
+        return list(outputs.argmax(1))

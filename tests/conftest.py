@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny config of the demo model on a tiny generated shapes set."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # so tests can import tools/*.py as modules
+
+
+def tiny_overrides(data_root: Path, iters: int = 4) -> list[str]:
+    return [
+        f"data.root={data_root}",
+        "data.synthetic={num_train: 16, num_val: 4, image_size: 64, seed: 1}",
+        "data.image_size=[64, 64]",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "model.neck.channels=32",
+        f"train.max_iters={iters}",
+        "train.scheduler.warmup_iters=2",
+        "train.log_interval=1",
+        "train.tensorboard=false",
+        "eval.edge_thresholds=9",
+    ]
+
+
+@pytest.fixture(scope="session")
+def shapes_root(tmp_path_factory) -> Path:
+    """A tiny shapes dataset shared by the end-to-end tests (generated once)."""
+    from mtvision.data.synthetic import generate_shapes
+
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(root, num_train=16, num_val=4, image_size=64, seed=1)
+    return root
+
+
+@pytest.fixture
+def tiny_cfg(shapes_root):
+    from mtvision.config import load_config
+
+    return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(shapes_root))

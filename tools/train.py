@@ -1,0 +1,37 @@
+"""Train a multi-task model: python tools/train.py CONFIG [--work-dir DIR] [--resume]
+[--device auto|cpu|cuda] [-o key=value ...]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mtvision.cli import run_cli  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("config")
+    p.add_argument("--work-dir", default=None, help="output folder (default: runs/CONFIG_NAME)")
+    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/last.pt")
+    p.add_argument("--device", default="auto")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    def run() -> None:
+        from mtvision.config import load_config
+        from mtvision.engine.trainer import train
+
+        cfg = load_config(a.config, a.override)
+        work_dir = a.work_dir or cfg["work_dir"] or f"runs/{Path(a.config).stem}"
+        train(cfg, work_dir, a.resume, a.device, progress=not a.no_progress)
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
