@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from mtvision.registry import BALANCERS, BACKBONES, DATASETS, HEADS, NECKS, ConfigError, Registry
+from mtvision.registry import BACKBONES, BALANCERS, DATASETS, HEADS, NECKS, ConfigError, Registry
 from mtvision.registry import closest as _closest
 
 
@@ -214,14 +214,16 @@ def _where(origins: dict[str, str], dotted: str) -> str:
 
 def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) -> dict:
     if not isinstance(value, dict):
-        raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be a mapping with a 'name'")
+        raise ConfigError(
+            f"{_where(origins, dotted)}: '{dotted}' must be a mapping with a 'name'")
     if "name" not in value:
         raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' needs a 'name' "
                           f"(one of {', '.join(spec.registry.names())})")
     name = value["name"]
     if name not in spec.registry:
-        raise ConfigError(f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} "
-                          f"'{name}' at '{dotted}.name'{_closest(str(name), spec.registry.names())}")
+        raise ConfigError(
+            f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} '{name}' at "
+            f"'{dotted}.name'{_closest(str(name), spec.registry.names())}")
     params = inspect.signature(spec.registry.get(name)).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     valid = [n for n in params if n not in spec.skip and n != "self"]
@@ -229,8 +231,9 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
         if key == "name":
             continue
         if key not in params and not takes_any:
-            raise ConfigError(f"{_where(origins, f'{dotted}.{key}')}: unknown key '{dotted}.{key}' "
-                              f"for {spec.registry.kind} '{name}'{_closest(key, valid)}")
+            raise ConfigError(
+                f"{_where(origins, f'{dotted}.{key}')}: unknown key '{dotted}.{key}' "
+                f"for {spec.registry.kind} '{name}'{_closest(key, valid)}")
         default = params[key].default if key in params else inspect.Parameter.empty
         if default not in (None, inspect.Parameter.empty) and v is not None:
             types: tuple[type, ...] = (type(default),)
@@ -239,8 +242,9 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
             elif isinstance(default, SEQ):
                 types = SEQ
             if not _type_ok(v, types):
-                raise ConfigError(f"{_where(origins, f'{dotted}.{key}')}: '{dotted}.{key}' must be "
-                                  f"{_typename(types)}, got {type(v).__name__} ({v!r})")
+                raise ConfigError(
+                    f"{_where(origins, f'{dotted}.{key}')}: '{dotted}.{key}' must be "
+                    f"{_typename(types)}, got {type(v).__name__} ({v!r})")
     return dict(value)
 
 
@@ -269,11 +273,13 @@ def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = ""
                 if not spec.nullable:
                     raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' may not be null")
             elif not _type_ok(value, spec.types):
-                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be "
-                                  f"{_typename(spec.types)}, got {type(value).__name__} ({value!r})")
+                raise ConfigError(
+                    f"{_where(origins, dotted)}: '{dotted}' must be "
+                    f"{_typename(spec.types)}, got {type(value).__name__} ({value!r})")
             elif spec.choices is not None and value not in spec.choices:
-                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' is {value!r}; choose one "
-                                  f"of {list(spec.choices)}{_closest(str(value), list(spec.choices))}")
+                raise ConfigError(
+                    f"{_where(origins, dotted)}: '{dotted}' is {value!r}; choose one of "
+                    f"{list(spec.choices)}{_closest(str(value), list(spec.choices))}")
             out[key] = value
         elif isinstance(spec, Named):
             if not given or value is None:

@@ -34,7 +34,8 @@ class Registry:
         self.kind = kind
         self._items: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(self, name: str | None = None
+                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def deco(obj: Callable[..., Any]) -> Callable[..., Any]:
             key = name or obj.__name__.lower()
             if key in self._items:
@@ -83,7 +84,8 @@ class Registry:
         """Build from ``{"name": ..., **options}``; ``extra`` are arguments the caller supplies."""
         cfg = dict(cfg)
         if "name" not in cfg:
-            raise ConfigError(f"'{where or self.kind}' needs a 'name' (one of {', '.join(self.names())})")
+            raise ConfigError(
+                f"'{where or self.kind}' needs a 'name' (one of {', '.join(self.names())})")
         name = cfg.pop("name")
         self.check_options(name, cfg, where or self.kind, skip=tuple(extra))
         return self.get(name)(**extra, **cfg)

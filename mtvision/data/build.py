@@ -62,8 +62,8 @@ class EpochSampler(Sampler[int]):
 
 
 def _seed_worker(worker_id: int) -> None:
-    # Each worker gets a distinct seed derived from torch's per-worker seed, so
-    # albumentations (numpy / random) augmentations differ across workers but are repeatable.
+    # Code that draws from numpy / random in a worker gets a distinct, repeatable seed
+    # (albumentations has its own generator, seeded per sample by the dataset).
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

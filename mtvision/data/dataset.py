@@ -45,6 +45,7 @@ class MTVDataset(Dataset):
         self.transforms = transforms
         self.skip_invalid = skip_invalid
         self.num_skipped = 0
+        self.aug_seed: int | None = None
         self.ann_file = self.root / "annotations" / f"{split}.json"
         try:
             with open(self.ann_file, encoding="utf-8") as f:
@@ -99,6 +100,11 @@ class MTVDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def set_epoch(self, seed: int) -> None:
+        """Make augmentations a function of (seed, sample index): the same in any worker,
+        in any order, and after a resume."""
+        self.aug_seed = seed
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not self.skip_invalid:
             return self._load(index)
@@ -113,9 +119,6 @@ class MTVDataset(Dataset):
         raise DataError(f"no valid sample in '{self.ann_file}' ({n} images)")
 
     # ----------------------------------------------------------------------------------------
-
-    def _path(self, rel: str) -> Path:
-        return self.root / rel
 
     def _load(self, index: int) -> dict[str, Any]:
         info = self.images[index]
@@ -134,13 +137,15 @@ class MTVDataset(Dataset):
             boxes, labels = self._det(info, img_path)
         masks: dict[str, np.ndarray] = {}
         if "seg" in self.tasks and info.get("seg_file"):
-            masks["seg"] = self._mask(info["seg_file"], (h, w), len(self.seg_classes), "class id")
+            masks["seg"] = self._mask(info["seg_file"], (h, w), len(self.seg_classes))
         if "edge" in self.tasks and info.get("edge_file"):
-            edge = self._mask(info["edge_file"], (h, w), None, "")
+            edge = self._mask(info["edge_file"], (h, w), None)
             # Binarise before the transforms so that their 255 padding stays "ignore".
             masks["edge"] = (edge >= 128).astype(np.uint8)
 
         transforms = self.transforms or self._default(h, w)
+        if self.aug_seed is not None and hasattr(transforms, "reseed"):
+            transforms.reseed(self.aug_seed * 1_000_003 + index)
         out = transforms(image, boxes, labels, masks)
 
         targets: dict[str, Any] = {}
@@ -179,9 +184,8 @@ class MTVDataset(Dataset):
         return (np.asarray(boxes, np.float32).reshape(-1, 4),
                 np.asarray(labels, np.int64).reshape(-1))
 
-    def _mask(self, rel: str, hw: tuple[int, int], num_classes: int | None,
-              what: str) -> np.ndarray:
-        path = self._path(rel)
+    def _mask(self, rel: str, hw: tuple[int, int], num_classes: int | None) -> np.ndarray:
+        path = self.root / rel
         m = read_mask(path)
         if m.shape != hw:
             raise DataError(f"mask '{path}' is {m.shape[1]}x{m.shape[0]}, its image is "
@@ -189,7 +193,7 @@ class MTVDataset(Dataset):
         if num_classes is not None:
             bad = (m >= num_classes) & (m != MASK_IGNORE)
             if bad.any():
-                raise DataError(f"mask '{path}' has {what} {int(m[bad].max())} out of range "
+                raise DataError(f"mask '{path}' has class id {int(m[bad].max())} out of range "
                                 f"0..{num_classes - 1} (or {MASK_IGNORE} = ignore)")
         return m
 

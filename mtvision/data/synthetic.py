@@ -325,7 +325,8 @@ def generate_shapes(root: str | Path, num_train: int = 2000, num_val: int = 200,
             _remove_stale(dirs["semseg"], {f"{n}.png" for n in names})
             _remove_stale(dirs["edges"], {f"{n}.png" for n in names})
             datasets[split] = {
-                "info": {"description": "mtvision synthetic shapes", "version": str(GENERATOR_VERSION)},
+                "info": {"description": "mtvision synthetic shapes",
+                         "version": str(GENERATOR_VERSION)},
                 "licenses": [], "images": images, "annotations": annotations,
                 "categories": categories, "mtvision": meta,
             }

@@ -18,11 +18,18 @@ is left in the image after the ops, or when it ends up narrower or shorter than
 ``min_box_size`` pixels (default 1), or is degenerate (zero width or height) to begin with.
 Masks that user ops push out of the image are filled with the op's ``fill_mask`` (albumentations'
 default is 0 = background; pass ``fill_mask: 255`` to rotations/affines to mark them ignored).
+
+Randomness: albumentations 2.x ignores ``np.random.seed`` / ``random.seed``; its ``Compose`` keeps
+its own generator. The pipeline reseeds it from ``torch.initial_seed()`` on its first call in
+every process, so augmentations are repeatable when torch is seeded, and DataLoader workers
+(which each get a distinct torch seed) do not all draw the same augmentations.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -105,7 +112,8 @@ def build_op(spec: dict[str, Any], where: str = "transforms") -> A.BasicTransfor
         ) from None
 
 
-def letterbox_params(orig_hw: tuple[int, int], size: tuple[int, int]) -> tuple[float, tuple[int, int], tuple[int, int]]:
+def letterbox_params(orig_hw: tuple[int, int], size: tuple[int, int]
+                     ) -> tuple[float, tuple[int, int], tuple[int, int]]:
     """``(scale, (new_h, new_w), (pad_left, pad_top))`` of the letterbox, as albumentations does it.
 
     Mirrors ``A.LongestMaxSize(max_size_hw=size)`` (Python ``round`` of ``side * scale``) and
@@ -121,8 +129,16 @@ def letterbox_params(orig_hw: tuple[int, int], size: tuple[int, int]) -> tuple[f
     return scale, (new_h, new_w), (pad_left, pad_top)
 
 
+def _as_hw(size: tuple[int, int] | int) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2 or min(size) < 1:
+        raise ConfigError(f"image_size must be (height, width) >= 1, got {size!r}")
+    return int(size[0]), int(size[1])
+
+
 def _letterbox_ops(size: tuple[int, int]) -> list[A.BasicTransform]:
-    h, w = int(size[0]), int(size[1])
+    h, w = size
     return [
         A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR,
                          mask_interpolation=cv2.INTER_NEAREST),
@@ -131,16 +147,23 @@ def _letterbox_ops(size: tuple[int, int]) -> list[A.BasicTransform]:
     ]
 
 
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
+def letterbox(image: np.ndarray, size: tuple[int, int] | int
+              ) -> tuple[np.ndarray, float, tuple[int, int]]:
     """Resize keeping the aspect ratio and pad centred to ``size = (H, W)``.
 
     Returns ``(padded_image, scale, (pad_left, pad_top))`` with the same geometry as the
     training/eval pipeline: original ``(x, y)`` maps to ``(x * scale + pad_left,
     y * scale + pad_top)``, so predictions map back with ``(x - pad_left) / scale``.
     """
-    out = A.Compose(_letterbox_ops(size))(image=image)["image"]
-    scale, _, pad = letterbox_params(image.shape[:2], (int(size[0]), int(size[1])))
+    hw = _as_hw(size)
+    out = _letterbox_compose(hw)(image=image)["image"]
+    scale, _, pad = letterbox_params(image.shape[:2], hw)
     return out, scale, pad
+
+
+@functools.lru_cache(maxsize=16)
+def _letterbox_compose(size: tuple[int, int]) -> A.Compose:
+    return A.Compose(_letterbox_ops(size))
 
 
 def image_to_tensor(image: np.ndarray) -> Tensor:
@@ -156,7 +179,7 @@ class Transforms:
 
     def __init__(self, user_ops: list[A.BasicTransform], image_size: tuple[int, int],
                  min_visibility: float, min_box_size: float) -> None:
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_size = image_size
         self.user_ops = user_ops
         self.compose = A.Compose(
             [*user_ops, *_letterbox_ops(self.image_size)],
@@ -166,10 +189,20 @@ class Transforms:
                 filter_invalid_bboxes=True,
             ),
         )
+        self._seeded_pid: int | None = None
+
+    def reseed(self, seed: int) -> None:
+        """Fix the random draws of the next call (datasets seed per sample and epoch)."""
+        self.compose.set_random_seed(seed % 2**32)
+        self._seeded_pid = os.getpid()
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None,
                  labels: np.ndarray | None = None,
                  masks: dict[str, np.ndarray] | None = None) -> TransformResult:
+        if self._seeded_pid != os.getpid():
+            # A forked worker inherits the parent's generator state: reseed per process.
+            self.compose.set_random_seed(torch.initial_seed() % 2**32)
+            self._seeded_pid = os.getpid()
         h, w = image.shape[:2]
         boxes = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(boxes, np.float32)
         boxes = boxes.reshape(-1, 4)
@@ -211,10 +244,7 @@ def build_transforms(ops: Sequence[dict[str, Any]] | None, image_size: tuple[int
     ``getattr(albumentations, name)(**options)``. The ops are validated even when ``train`` is
     False, so a config error shows up on the first run whatever the mode.
     """
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    if len(image_size) != 2 or min(image_size) < 1:
-        raise ConfigError(f"image_size must be (height, width) >= 1, got {image_size!r}")
+    image_size = _as_hw(image_size)
     if ops is not None and not isinstance(ops, (list, tuple)):
         raise ConfigError(f"'transforms' must be a list of {{name: ...}} dicts, got {ops!r}")
     user_ops = [build_op(spec, f"transforms[{i}]") for i, spec in enumerate(ops or [])]

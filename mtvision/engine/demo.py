@@ -21,8 +21,8 @@ def run_demo(config: str = "configs/demo.yaml", overrides: list[str] | None = No
     """Train ``config`` (resuming a finished or interrupted run), evaluate the best
     checkpoint into ``WORK_DIR/metrics.json``, run inference on validation images and on a
     video made from them, and print a table of the metrics and the outputs."""
-    from mtvision.inference import run_inference, write_video
     from mtvision.data.io import read_image
+    from mtvision.inference import run_inference, write_video
 
     t0 = time.time()
     cfg = load_config(config, overrides)

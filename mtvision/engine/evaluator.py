@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mtvision.data.build import move_batch
 from mtvision.metrics import build_metric
 from mtvision.models import MultiTaskModel
 
@@ -93,7 +92,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         return "(no metrics)"
     w1 = max(4, *(len(r[0]) for r in rows))
     w2 = max(6, *(len(r[1]) for r in rows))
-    lines = [f"{'task':<{w1}}  {'metric':<{w2}}  {'value':>8}", f"{'-' * w1}  {'-' * w2}  {'-' * 8}"]
+    lines = [f"{'task':<{w1}}  {'metric':<{w2}}  {'value':>8}",
+             f"{'-' * w1}  {'-' * w2}  {'-' * 8}"]
     lines += [f"{t:<{w1}}  {k:<{w2}}  {v:>8.4f}" for t, k, v in rows]
     return "\n".join(lines)
 

@@ -247,6 +247,8 @@ class Trainer:
             # Worker seeds come from the loader's generator: fix them per epoch so a resumed
             # run draws the same augmentations as an uninterrupted one.
             self.train_loader.generator.manual_seed(tcfg["seed"] * 100003 + epoch)
+            if hasattr(self.train_set, "set_epoch"):
+                self.train_set.set_epoch(tcfg["seed"] * 100003 + epoch)
             for batch in self.train_loader:
                 stats = self.train_step(batch)
                 self.scheduler.step()

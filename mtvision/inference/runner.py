@@ -31,7 +31,13 @@ from tqdm import tqdm
 
 from mtvision.data.io import write_json_atomic
 from mtvision.inference.predictor import Predictor, Result
-from mtvision.inference.sources import Frame, ImageSource, InferenceError, open_source
+from mtvision.inference.sources import (
+    Frame,
+    ImageSource,
+    InferenceError,
+    VideoSource,
+    open_source,
+)
 from mtvision.inference.video import VideoWriter
 
 DEFAULT_FPS = 25.0  # for the rare container that does not store a frame rate
@@ -94,11 +100,11 @@ def run_inference(checkpoint: str | os.PathLike, source: str | os.PathLike,
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
     # The source first: a wrong path fails at once, before the model is loaded.
     src = open_source(source)
-    predictor = Predictor(checkpoint, device=device, score_thresh=score_thresh)
     out = Path(out_dir)
+    if save_media:
+        _check_no_overwrite(src, out)
+    predictor = Predictor(checkpoint, device=device, score_thresh=score_thresh)
     out.mkdir(parents=True, exist_ok=True)
-    protected = ({p.resolve() for p in src.files} if isinstance(src, ImageSource)
-                 else {src.path.resolve()})
     total = src.total if max_frames is None else min(src.total or max_frames, max_frames)
     timer = _Timer()
     num_done = 0
@@ -114,15 +120,11 @@ def run_inference(checkpoint: str | os.PathLike, source: str | os.PathLike,
                 if fps is None:
                     warnings.warn(f"{source}: no frame rate stored; writing at {DEFAULT_FPS} fps",
                                   stacklevel=2)
-                target = out / f"{src.path.stem}.mp4"
-                if target.resolve() in protected or target.with_suffix(".avi").resolve() \
-                        in protected:
-                    raise InferenceError(f"output video {target} would overwrite the source")
-                writer = stack.enter_context(VideoWriter(target, fps or DEFAULT_FPS,
-                                                         src.frame_size))
-            if predictor.device.type == "cuda":
-                # One untimed pass so that CUDA initialisation does not count as inference.
-                predictor.infer(torch.zeros(1, 3, *predictor.image_size, device=predictor.device))
+                writer = stack.enter_context(VideoWriter(_video_output(src, out),
+                                                         fps or DEFAULT_FPS, src.frame_size))
+            # One untimed pass: lazy initialisation (CUDA context, oneDNN kernels) takes
+            # seconds and would otherwise dominate the per-image timing of short runs.
+            predictor.infer(torch.zeros(batch, 3, *predictor.image_size, device=predictor.device))
             bar = stack.enter_context(tqdm(total=total, unit="frame" if src.is_video else "img",
                                            disable=not progress, dynamic_ncols=True))
             for chunk in _batched(islice(src, max_frames), batch):
@@ -142,8 +144,7 @@ def run_inference(checkpoint: str | os.PathLike, source: str | os.PathLike,
                             if writer is not None:
                                 writer.write(annotated)
                             else:
-                                record.update(_save_image_outputs(out, frame, result, annotated,
-                                                                  protected))
+                                record.update(_save_image_outputs(out, frame, result, annotated))
                         jsonl.write(json.dumps(record) + "\n")
                 num_done += len(chunk)
                 bar.update(len(chunk))
@@ -197,19 +198,41 @@ def _record(frame: Frame, result: Result, is_video: bool, fps: float | None) -> 
     return record
 
 
-def _save_image_outputs(out: Path, frame: Frame, result: Result, annotated: np.ndarray,
-                        protected: set[Path]) -> dict[str, str]:
-    """Write NAME.jpg, NAME_seg.png, NAME_edge.png; returns the names for the JSON record."""
-    files = {"annotated": (out / f"{frame.name}.jpg", annotated)}
-    if result.semseg is not None:
-        files["seg"] = (out / f"{frame.name}_seg.png", result.semseg)
-    if result.edge is not None:
-        edge = np.clip(result.edge * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        files["edge"] = (out / f"{frame.name}_edge.png", edge)
-    for path, _ in files.values():
-        if path.resolve() in protected:
-            raise InferenceError(f"output {path} would overwrite an input image; "
+def _image_outputs(out: Path, name: str) -> dict[str, Path]:
+    return {"annotated": out / f"{name}.jpg", "seg": out / f"{name}_seg.png",
+            "edge": out / f"{name}_edge.png"}
+
+
+def _video_output(src: VideoSource, out: Path) -> Path:
+    return out / f"{src.path.stem}.mp4"
+
+
+def _check_no_overwrite(src: ImageSource | VideoSource, out: Path) -> None:
+    """Refuse, before any work, an output folder where results would replace the inputs."""
+    if isinstance(src, VideoSource):
+        video = _video_output(src, out)
+        # VideoWriter may fall back from .mp4 to .avi, so both names must be free.
+        if src.path.resolve() in {video.resolve(), video.with_suffix(".avi").resolve()}:
+            raise InferenceError(f"output video {video} would overwrite the source; "
                                  "choose another output folder")
-    for path, image in files.values():
-        _write_image(path, image)
-    return {key: path.name for key, (path, _) in files.items()}
+        return
+    inputs = {p.resolve() for p in src.files}
+    for name in src.names:
+        for path in _image_outputs(out, name).values():
+            if path.resolve() in inputs:
+                raise InferenceError(f"output {path} would overwrite an input image; "
+                                     "choose another output folder")
+
+
+def _save_image_outputs(out: Path, frame: Frame, result: Result,
+                        annotated: np.ndarray) -> dict[str, str]:
+    """Write NAME.jpg, NAME_seg.png, NAME_edge.png; returns the names for the JSON record."""
+    paths = _image_outputs(out, frame.name)
+    files = {"annotated": annotated}
+    if result.semseg is not None:
+        files["seg"] = result.semseg
+    if result.edge is not None:
+        files["edge"] = np.clip(result.edge * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    for key, image in files.items():
+        _write_image(paths[key], image)
+    return {key: paths[key].name for key in files}

@@ -56,7 +56,7 @@ class ImageSource:
         self.skip_unreadable = skip_unreadable
         self.total: int | None = len(files)
         self.num_skipped = 0
-        self._names = _unique_names(files)
+        self.names = _unique_names(files)  # output-safe names, one per file
 
     def __len__(self) -> int:
         return len(self.files)
@@ -64,7 +64,7 @@ class ImageSource:
     def __iter__(self) -> Iterator[Frame]:
         self.num_skipped = 0
         index = 0
-        for path, name in zip(self.files, self._names, strict=True):
+        for path, name in zip(self.files, self.names, strict=True):
             try:
                 image = read_image(path)
             except DataError as e:

@@ -61,6 +61,7 @@ def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
 
 def test_tools_end_to_end(shapes_root, tmp_path):
     from conftest import ROOT, tiny_overrides
+
     from tools import eval as eval_tool
     from tools import infer as infer_tool
     from tools import train as train_tool
@@ -99,6 +100,7 @@ def test_tools_end_to_end(shapes_root, tmp_path):
 
 def test_train_tool_reports_config_error_in_one_line(tmp_path, capsys):
     from conftest import ROOT
+
     from tools import train as train_tool
 
     rc = train_tool.main([str(ROOT / "configs" / "demo.yaml"), "-o", "train.epohcs=2"])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 import torchvision
 from torch import Tensor, nn
 
-from mtvision.models.heads.base import FeatureInfo
 from mtvision.models.backbones.weights import load_pretrained
+from mtvision.models.heads.base import FeatureInfo
 from mtvision.registry import BACKBONES
 
 _BLOCK_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}

@@ -1,0 +1,60 @@
+"""Stacking samples into a batch, with presence flags for partially labelled data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+IGNORE = 255
+
+
+def _fill(task: str, example: Any, hw: tuple[int, int]) -> Any:
+    """The stand-in target of a sample that lacks ``task`` (its loss is masked by ``present``)."""
+    if task == "det":
+        return {"boxes": torch.zeros((0, 4), dtype=torch.float32),
+                "labels": torch.zeros((0,), dtype=torch.int64)}
+    if task in ("seg", "edge"):
+        return torch.full(hw, IGNORE, dtype=torch.int64)
+    if task == "cls":
+        if example.dim() == 0:  # single label
+            return torch.tensor(-1, dtype=torch.int64)
+        return torch.zeros_like(example)  # multi-hot
+    raise KeyError(f"unknown task '{task}'")
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Batch dataset samples: ``{"images": float[B, 3, H, W], "image_ids": long[B],
+    "file_names", "orig_sizes", "targets": {task: ...}, "present": {task: bool[B]}}``.
+
+    A task appears in ``targets`` / ``present`` when at least one sample has it; samples
+    without it get an empty det target, seg/edge maps full of 255, or cls -1 (multi-label:
+    zeros), and ``present`` False. Target formats: ``mtvision.models.heads.base``.
+    """
+    if not samples:
+        raise ValueError("collate() got an empty list of samples")
+    sizes = {tuple(s["image"].shape) for s in samples}
+    if len(sizes) != 1:
+        raise ValueError(f"images in a batch must have one size, got {sorted(sizes)}; "
+                         "use build_transforms(..., image_size) to letterbox them")
+    images = torch.stack([s["image"] for s in samples])
+    hw = tuple(images.shape[-2:])
+    tasks = [t for t in ("det", "seg", "edge", "cls") if any(t in s["targets"] for s in samples)]
+    tasks += sorted({t for s in samples for t in s["targets"]} - set(tasks))
+
+    targets: dict[str, Any] = {}
+    present: dict[str, torch.Tensor] = {}
+    for task in tasks:
+        example = next(s["targets"][task] for s in samples if task in s["targets"])
+        items = [s["targets"][task] if task in s["targets"] else _fill(task, example, hw)
+                 for s in samples]
+        present[task] = torch.tensor([task in s["targets"] for s in samples], dtype=torch.bool)
+        targets[task] = items if task == "det" else torch.stack(items)
+    return {
+        "images": images,
+        "image_ids": torch.tensor([int(s["image_id"]) for s in samples], dtype=torch.int64),
+        "file_names": [s["file_name"] for s in samples],
+        "orig_sizes": [tuple(s["orig_size"]) for s in samples],
+        "targets": targets,
+        "present": present,
+    }

@@ -1,0 +1,149 @@
+"""Transforms: boxes and masks move with the image, letterbox geometry, config errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtvision.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    build_transforms,
+    image_to_tensor,
+    letterbox,
+    letterbox_params,
+)
+from mtvision.registry import ConfigError
+
+
+def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_horizontal_flip_keeps_boxes_and_masks_consistent() -> None:
+    h, w = 40, 60
+    image = _image(h, w)
+    seg = np.zeros((h, w), np.uint8)
+    seg[10:20, 5:15] = 3  # the object of the box below
+    edge = np.zeros((h, w), np.uint8)
+    edge[10, 5:15] = 1
+    t = build_transforms([{"name": "HorizontalFlip", "p": 1.0}], (h, w), train=True)
+    out = t(image, np.array([[5, 10, 15, 20]]), np.array([2]), {"seg": seg, "edge": edge})
+
+    # Hand-computed: x -> w - x, so [5, 15] becomes [45, 55].
+    np.testing.assert_allclose(out.boxes, [[45, 10, 55, 20]])
+    assert out.boxes.dtype == np.float32 and out.labels.dtype == np.int64
+    assert out.labels.tolist() == [2]
+    np.testing.assert_array_equal(out.masks["seg"], seg[:, ::-1])
+    np.testing.assert_array_equal(out.masks["edge"], edge[:, ::-1])
+    ys, xs = np.nonzero(out.masks["seg"] == 3)
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == out.boxes[0].tolist()
+    torch.testing.assert_close(out.image, image_to_tensor(np.ascontiguousarray(image[:, ::-1])))
+
+
+def test_eval_mode_ignores_user_ops() -> None:
+    image = _image(40, 60)
+    t = build_transforms([{"name": "HorizontalFlip", "p": 1.0}], (40, 60), train=False)
+    out = t(image, np.array([[5, 10, 15, 20]]), np.array([0]), {})
+    np.testing.assert_allclose(out.boxes, [[5, 10, 15, 20]])
+    torch.testing.assert_close(out.image, image_to_tensor(image))
+    assert out.masks == {}
+
+
+def test_normalisation() -> None:
+    image = np.full((4, 5, 3), 200, np.uint8)
+    x = build_transforms(None, (4, 5), train=False)(image).image
+    assert x.shape == (3, 4, 5) and x.dtype == torch.float32
+    expected = [(200 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    torch.testing.assert_close(x[:, 0, 0], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("orig, size", [
+    ((50, 80), (64, 96)), ((81, 37), (64, 64)), ((100, 100), (48, 80)),
+    ((33, 70), (128, 128)), ((64, 64), (64, 64)), ((7, 100), (64, 64)),
+])
+def test_letterbox_matches_pipeline(orig: tuple[int, int], size: tuple[int, int]) -> None:
+    h, w = orig
+    image = _image(h, w, seed=h * w)
+    box = np.array([[0.0, 0.0, w, h], [w * 0.25, h * 0.5, w * 0.75, h * 0.9]], np.float32)
+    ones = np.ones((h, w), np.uint8)
+    out = build_transforms(None, size, train=False)(image, box, np.array([0, 1]), {"m": ones})
+    padded, scale, (pad_left, pad_top) = letterbox(image, size)
+
+    assert padded.shape == (*size, 3) and padded.dtype == np.uint8
+    torch.testing.assert_close(out.image, image_to_tensor(padded))
+    # The same point mapping, up to the rounding of the resized size (< 0.5 px).
+    mapped = box * scale + np.array([pad_left, pad_top, pad_left, pad_top])
+    np.testing.assert_allclose(out.boxes, mapped, atol=0.5)
+    # The content sits exactly where letterbox_params says; the rest is padding (255 in masks).
+    _, (new_h, new_w), _ = letterbox_params((h, w), size)
+    expected = np.full(size, 255, np.uint8)
+    expected[pad_top:pad_top + new_h, pad_left:pad_left + new_w] = 1
+    np.testing.assert_array_equal(out.masks["m"], expected)
+    assert (padded[expected == 255] == 0).all()
+    # Predictions map back to original pixels.
+    back = (out.boxes - np.array([pad_left, pad_top, pad_left, pad_top])) / scale
+    np.testing.assert_allclose(back, box, atol=0.5 / scale + 1e-4)
+
+
+def test_boxes_leaving_the_image() -> None:
+    h, w = 40, 60
+    image = _image(h, w)
+    boxes = np.array([
+        [-10, 5, 10, 15],  # partly outside the input: clipped to [0, 5, 10, 15]
+        [70, 5, 80, 15],  # fully outside: dropped
+        [30, 30, 30, 35],  # degenerate: dropped
+        [20, 0, 40, 10],  # half visible after the crop below: clipped, kept
+        [25, 20, 45, 30],  # a quarter visible after the crop: dropped (< min_visibility 0.3)
+    ], np.float32)
+    labels = np.arange(5)
+    crop = [{"name": "Crop", "x_min": 0, "y_min": 0, "x_max": 30, "y_max": 40}]
+    out = build_transforms(crop, (40, 30), train=True)(image, boxes, labels, {})
+    assert out.labels.tolist() == [0, 3]
+    np.testing.assert_allclose(out.boxes, [[0, 5, 10, 15], [20, 0, 30, 10]])
+
+    empty = build_transforms(None, (20, 20), train=False)(image, np.zeros((0, 4)), [], {})
+    assert empty.boxes.shape == (0, 4) and empty.labels.shape == (0,)
+
+
+def test_mask_size_mismatch_is_an_error() -> None:
+    t = build_transforms(None, (40, 60), train=False)
+    with pytest.raises(ValueError, match="mask 'seg'"):
+        t(_image(40, 60), None, None, {"seg": np.zeros((10, 10), np.uint8)})
+
+
+@pytest.mark.parametrize("ops, message", [
+    ([{"name": "HorizontalFlipp"}],
+     "unknown transform 'HorizontalFlipp'.*did you mean 'HorizontalFlip'"),
+    ([{"name": "HorizontalFlip", "prob": 0.5}],
+     "unknown option 'prob' for transform 'HorizontalFlip'"),
+    ([{"name": "Rotate", "p": 3}], "bad options for transform 'Rotate'.*p:"),
+    ([{"p": 0.5}], "needs|must be dicts with a 'name'"),
+    ({"name": "HorizontalFlip"}, "must be a list"),
+])
+def test_config_errors(ops: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        build_transforms(ops, (32, 32), train=False)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+def test_int_image_size_is_square() -> None:
+    out = build_transforms(None, 32, train=False)(_image(16, 8))
+    assert out.image.shape == (3, 32, 32)
+
+
+def test_augmentations_follow_the_torch_seed() -> None:
+    ops = [{"name": "HorizontalFlip", "p": 0.5}, {"name": "RandomBrightnessContrast", "p": 0.5}]
+    image = _image(16, 16)
+
+    def run() -> list[torch.Tensor]:
+        t = build_transforms(ops, (16, 16), train=True)
+        return [t(image).image for _ in range(8)]
+
+    torch.manual_seed(123)
+    first = run()
+    torch.manual_seed(123)
+    second = run()
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert len({round(float(x.sum()), 3) for x in first}) > 1  # the ops do fire randomly
