@@ -10,16 +10,10 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from mtvision.data.io import DataError
     from mtvision.engine.checkpoint import CheckpointError
     from mtvision.engine.trainer import TrainingError
+    from mtvision.inference import InferenceError
     from mtvision.registry import ConfigError
 
-    errors: list[type[BaseException]] = [ConfigError, DataError, CheckpointError, TrainingError]
-    try:
-        from mtvision.inference import InferenceError
-
-        errors.append(InferenceError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (ConfigError, DataError, CheckpointError, TrainingError, InferenceError)
 
 
 def run_cli(fn: Callable[[], object]) -> int:

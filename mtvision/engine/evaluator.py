@@ -27,8 +27,8 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
         if task == "cls":
             kwargs["multi_label"] = bool(head_cfg.get("multi_label", False))
         if task == "edge":
-            kwargs["thresholds"] = eval_cfg["edge_thresholds"]
-            kwargs["max_dist"] = eval_cfg["edge_max_dist"]
+            kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
+            kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
         metrics[task] = build_metric(task, **kwargs)
     return metrics
 

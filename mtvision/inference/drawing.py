@@ -64,9 +64,11 @@ def _name(names: list[str] | None, label: int) -> str:
     return names[label] if names is not None and 0 <= label < len(names) else str(label)
 
 
-def _text_scale(image: np.ndarray) -> tuple[float, int]:
-    scale = float(np.clip(min(image.shape[:2]) / 700.0, 0.35, 1.2))
-    return scale, max(1, round(scale * 2))
+def _sizes(image: np.ndarray) -> tuple[float, int, int]:
+    """Font scale, text thickness and box line width readable at this image size."""
+    side = min(image.shape[:2])
+    scale = float(np.clip(side / 700.0, 0.35, 1.2))
+    return scale, max(1, round(scale * 1.5)), max(1, round(side / 240))
 
 
 def _label(image: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int],
@@ -117,7 +119,7 @@ def draw_predictions(image: np.ndarray, pred: dict[str, Any],
         out[edge > edge_thresh] = EDGE_COLOR
 
     canvas = np.ascontiguousarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
-    scale, thickness = _text_scale(canvas)
+    scale, thickness, line = _sizes(canvas)
 
     det = pred.get("det")
     if det is not None:
@@ -128,7 +130,7 @@ def draw_predictions(image: np.ndarray, pred: dict[str, Any],
         for i in np.argsort(scores, kind="stable"):
             x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[i])
             color = _class_color(int(labels[i]))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, line)
             text = f"{_name(classes.get('det'), int(labels[i]))} {float(scores[i]):.2f}"
             (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
             # Above the box when there is room, else just inside its top edge.

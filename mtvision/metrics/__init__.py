@@ -32,18 +32,20 @@ def build_metric(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     multi_label: bool = False,
+    edge_thresholds: int = 99,
+    edge_max_dist: float = 0.0075,
 ) -> Metric:
     """The metric of ``task``, given the options it uses.
 
     det: ``num_classes``, ``class_names``; seg: ``num_classes``, ``class_names`` (ignore 255);
-    edge: none (default BSDS settings); cls: ``num_classes``, ``multi_label``.
+    edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults); cls: ``num_classes``, ``multi_label``.
     ``num_classes`` defaults to ``len(class_names)``.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'{closest(task, list(TASKS))}; "
                           f"available: {', '.join(TASKS)}")
     if task == "edge":
-        return EdgeMetric()
+        return EdgeMetric(thresholds=edge_thresholds, max_dist=edge_max_dist)
     if num_classes is None:
         if class_names is None:
             raise ConfigError(f"metric for task '{task}' needs num_classes or class_names")

@@ -31,14 +31,20 @@ class Metric(ABC):
         self.results = []
         self.num_samples = 0
 
-    def update(self, preds: list, targets: Any, present: torch.Tensor | None = None) -> None:
+    def update(
+        self, preds: list, targets: Any, present: torch.Tensor | Sequence[bool] | None = None
+    ) -> None:
         """Add one batch: ``preds`` has one entry per image, ``targets`` is the batch target.
 
         Only images where ``present`` (bool[B]) is True are used; ``None`` means all of them.
         """
-        keep = [True] * len(preds) if present is None else [bool(k) for k in present.tolist()]
+        if present is None:
+            keep = [True] * len(preds)
+        else:
+            flags = present.tolist() if isinstance(present, torch.Tensor) else list(present)
+            keep = [bool(k) for k in flags]
         if len(keep) != len(preds):
-            raise ValueError(f"present has {len(keep)} entries but there are {len(preds)} predictions")
+            raise ValueError(f"present has {len(keep)} entries for {len(preds)} predictions")
         if not any(keep):
             return
         kept_preds = [p for p, k in zip(preds, keep, strict=True) if k]
@@ -69,6 +75,15 @@ def select_batch(targets: Any, keep: Sequence[bool]) -> Any:
             raise ValueError(f"targets has {len(targets)} entries but present has {len(keep)}")
         return [t for t, k in zip(targets, keep, strict=True) if k]
     raise TypeError(f"unsupported target type {type(targets).__name__}")
+
+
+def class_name_list(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """``class_names`` checked against ``num_classes``, or the class ids as strings."""
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    if len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
+    return list(class_names)
 
 
 def to_numpy(x: Any) -> np.ndarray:

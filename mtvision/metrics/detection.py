@@ -12,7 +12,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from mtvision.metrics.base import Metric, to_numpy
+from mtvision.metrics.base import Metric, class_name_list, to_numpy
 
 
 def _xyxy_to_xywh(boxes: np.ndarray) -> np.ndarray:
@@ -32,10 +32,8 @@ class DetectionMetric(Metric):
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = class_name_list(class_names, num_classes)
 
     def process(self, preds: list, targets: Any) -> None:
         for pred, target in zip(preds, targets, strict=True):
@@ -74,7 +72,8 @@ class DetectionMetric(Metric):
         has_gt = np.zeros(self.num_classes, dtype=bool)
         for r in results:
             has_gt[r["gt_labels"]] = True
-        per_class = {n: (0.0 if g else math.nan) for n, g in zip(self.class_names, has_gt, strict=True)}
+        per_class = {n: (0.0 if g else math.nan)
+                     for n, g in zip(self.class_names, has_gt, strict=True)}
         dets = [
             {"image_id": img_id, "category_id": int(label) + 1, "bbox": box.tolist(),
              "score": float(score)}

@@ -148,14 +148,19 @@ def image_counts(
     dist = max_dist * float(np.hypot(h, w))
 
     # Thin only the bounding box of the lowest threshold's mask (the masks are nested); outside
-    # it every mask is empty, and thin_stack pads the crop with the same zeros.
-    binary = pred > thresholds.min()
+    # it every mask is empty, and thin_stack pads the crop with the same zeros. Nested masks of
+    # equal size are equal, so each run of equal masks is thinned once (a flat prediction, as
+    # early in training, gives many).
     edges = np.zeros((len(thresholds), h, w), dtype=bool)
+    binary = pred > thresholds.min()
     if binary.any():
         rows, cols = np.flatnonzero(binary.any(1)), np.flatnonzero(binary.any(0))
         r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        crop = pred[r0:r1, c0:c1]
-        edges[:, r0:r1, c0:c1] = thin_stack(crop[None] > thresholds[:, None, None])
+        masks = pred[None, r0:r1, c0:c1] > thresholds[:, None, None]
+        sizes = masks.sum(axis=(1, 2))
+        new_run = np.r_[True, sizes[1:] != sizes[:-1]]
+        thinned = thin_stack(masks[new_run])
+        edges[:, r0:r1, c0:c1] = thinned[np.cumsum(new_run) - 1]
     if valid is not None:
         edges &= valid  # thin first, then drop: the mask's outline must not bend the edges
     sum_p = edges.sum(axis=(1, 2))
@@ -248,7 +253,8 @@ def edge_ods_ois(
     ts = bsds_thresholds(thresholds)
     counts = []
     for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
-        annotators = [gt] if isinstance(gt, np.ndarray) and gt.ndim == 2 else list(gt)
+        single = isinstance(gt, (np.ndarray, torch.Tensor)) and gt.ndim == 2
+        annotators = [to_numpy(gt)] if single else [to_numpy(a) for a in gt]
         mask = None if valid is None else valid[i]
         counts.append(image_counts(to_numpy(pred), annotators, ts, max_dist, mask))
     return scores_from_counts(np.stack(counts) if counts else np.zeros((0, len(ts), 4)))

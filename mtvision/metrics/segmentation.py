@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mtvision.metrics.base import Metric
+from mtvision.metrics.base import Metric, class_name_list
 
 
 def iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -39,18 +39,16 @@ class SegmentationMetric(Metric):
         self, num_classes: int, ignore_index: int = 255, class_names: Sequence[str] | None = None
     ) -> None:
         super().__init__()
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        self.class_names = class_name_list(class_names, num_classes)
 
     def process(self, preds: list, targets: Any) -> None:
         n = self.num_classes
         target = torch.as_tensor(targets)
         pred = torch.stack([torch.as_tensor(p) for p in preds]).to(target.device)
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+            raise ValueError(f"prediction shape {tuple(pred.shape)} != {tuple(target.shape)}")
         valid = target != self.ignore_index
         t, p = target[valid].long(), pred[valid].long()
         if t.numel() and (t.min() < 0 or t.max() >= n):

@@ -106,8 +106,8 @@ def test_letterbox_inverse(predictor, hw):
                      "probs": pytest.approx(np.array([0.25, 0.75]))}
 
 
-def test_score_thresh_filters(checkpoint):
-    low = Predictor(checkpoint, device="cpu", score_thresh=0.0).predict(_image(64, 64))
+def test_score_thresh_filters(checkpoint, predictor):
+    low = predictor.predict(_image(64, 64))  # score_thresh=0.01
     assert len(low.boxes) > 0
     thresh = float(np.median(low.scores))
     high = Predictor(checkpoint, device="cpu", score_thresh=thresh).predict(_image(64, 64))

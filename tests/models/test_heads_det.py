@@ -128,6 +128,16 @@ def test_assign_one_box_center_sampling() -> None:
     assert got == {(x, y) for x in (12.0, 20.0, 28.0, 36.0) for y in (12.0, 20.0, 28.0)}
     assert reg_t[at(12, 12)].tolist() == [2.0, 2.0, 28.0, 18.0]
 
+    # The sampling square is clipped to the box: for the 8x8 box (22, 22)-(30, 30) the square
+    # (14, 14)-(38, 38) would hold 9 locations, but only (28, 28) lies inside the box.
+    head.center_sampling_radius = 1.5
+    cls_t, reg_t, ctr_t = head.assign_targets(
+        points, strides, [64], torch.tensor([[22.0, 22.0, 30.0, 30.0]]), torch.tensor([0])
+    )
+    assert (cls_t != 3).nonzero().reshape(-1).tolist() == [at(28, 28)]
+    assert reg_t[at(28, 28)].tolist() == [6.0, 6.0, 2.0, 2.0]
+    assert ctr_t[at(28, 28)].item() == pytest.approx(1 / 3)
+
 
 def test_assign_size_ranges_pick_the_level() -> None:
     head = make_head()  # p3, p4, p5: [0, 64], [64, 128], [128, inf]
@@ -278,11 +288,12 @@ def test_postprocess_decodes_one_location() -> None:
     k = loc_of(out, 40.0, 24.0, 16)
     out["cls"][0, k, 1] = 5.0
     out["box"][0, k] = torch.tensor([10.0, 20.0, 30.0, 15.0])
+    out["ctr"][0, k] = 0.5
     preds = head.postprocess(out, (64, 96))
     assert len(preds) == 2
     assert preds[0]["boxes"].tolist() == [[30.0, 4.0, 70.0, 39.0]]
     assert preds[0]["labels"].tolist() == [1]
-    expected = math.sqrt(torch.sigmoid(torch.tensor(5.0)) * torch.sigmoid(torch.tensor(20.0)))
+    expected = math.sqrt(torch.sigmoid(torch.tensor(5.0)) * torch.sigmoid(torch.tensor(0.5)))
     assert preds[0]["scores"].item() == pytest.approx(expected)
     assert preds[1]["boxes"].shape == (0, 4)
     assert preds[1]["scores"].shape == (0,) and preds[1]["labels"].shape == (0,)
