@@ -26,6 +26,17 @@ def tiny_overrides(data_root: Path, iters: int = 4) -> list[str]:
 
 
 @pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def overrides_for():
+    """``overrides_for(data_root, iters)``: the -o list of the tiny demo config."""
+    return tiny_overrides
+
+
+@pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory) -> Path:
     """A tiny shapes dataset shared by the end-to-end tests (generated once)."""
     from mtvision.data.synthetic import generate_shapes

@@ -214,8 +214,9 @@ class Trainer:
                 return None
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        out = {f"{t}/{k}": float(v) for t, parts in comps.items() for k, v in parts.items()}
-        out.update({t: float(v) for t, v in task_losses.items()})
+        out = {f"{t}/{k}": float(v.detach()) for t, parts in comps.items()
+               for k, v in parts.items()}
+        out.update({t: float(v.detach()) for t, v in task_losses.items()})
         out.update({f"w/{t}": w for t, w in weights.items()})
         return out
 

@@ -59,16 +59,14 @@ def test_resume_matches_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
 
 
-def test_tools_end_to_end(shapes_root, tmp_path):
-    from conftest import ROOT, tiny_overrides
-
+def test_tools_end_to_end(shapes_root, tmp_path, repo_root, overrides_for):
     from tools import eval as eval_tool
     from tools import infer as infer_tool
     from tools import train as train_tool
 
     work = tmp_path / "e2e"
-    over = sum((["-o", o] for o in tiny_overrides(shapes_root, iters=3)), [])
-    cfg = str(ROOT / "configs" / "demo.yaml")
+    over = sum((["-o", o] for o in overrides_for(shapes_root, iters=3)), [])
+    cfg = str(repo_root / "configs" / "demo.yaml")
     assert train_tool.main([cfg, "--work-dir", str(work), "--no-progress", *over]) == 0
     out = tmp_path / "metrics.json"
     assert eval_tool.main([cfg, str(work / "best.pt"), "--out", str(out), "--no-progress",
@@ -98,11 +96,9 @@ def test_tools_end_to_end(shapes_root, tmp_path):
     assert len(records) == len(frames)
 
 
-def test_train_tool_reports_config_error_in_one_line(tmp_path, capsys):
-    from conftest import ROOT
-
+def test_train_tool_reports_config_error_in_one_line(tmp_path, capsys, repo_root):
     from tools import train as train_tool
 
-    rc = train_tool.main([str(ROOT / "configs" / "demo.yaml"), "-o", "train.epohcs=2"])
+    rc = train_tool.main([str(repo_root / "configs" / "demo.yaml"), "-o", "train.epohcs=2"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "'epochs'" in err
