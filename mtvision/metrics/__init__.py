@@ -38,7 +38,8 @@ def build_metric(
     """The metric of ``task``, given the options it uses.
 
     det: ``num_classes``, ``class_names``; seg: ``num_classes``, ``class_names`` (ignore 255);
-    edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults); cls: ``num_classes``, ``multi_label``.
+    edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults);
+    cls: ``num_classes``, ``multi_label``.
     ``num_classes`` defaults to ``len(class_names)``.
     """
     if task not in TASKS:
