@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from mtvision.data import dataset as _datasets  # noqa: F401 - registers the readers
 from mtvision.data.collate import collate
 from mtvision.data.transforms import build_transforms
 from mtvision.registry import DATASETS

@@ -61,8 +61,8 @@ def run_demo(config: str = "configs/demo.yaml", overrides: list[str] | None = No
         ("resolved config", work / "config.yaml"), ("checkpoints", f"{work}/{{last,best}}.pt"),
         ("training log", work / "metrics.jsonl"), ("training curves", work / "curves.png"),
         ("metrics JSON", metrics_path), ("annotated images", img_out["out_dir"]),
-        ("input video", video), ("annotated video", vid_out.get("video", vid_out["out_dir"])),
-        ("per-frame JSON", vid_out["jsonl"]),
+        ("input video", video), ("annotated video", vid_out["video"]),
+        ("per-frame JSON", vid_out["predictions"]),
     ]:
         print(f"  {label:<17} {path}")
     print(f"\ndemo finished in {time.time() - t0:.0f} s (training {t_train:.0f} s)")

@@ -108,7 +108,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     from mtvision.data.build import build_dataset, build_loader, dataset_classes
     from mtvision.data.io import write_json_atomic
     from mtvision.engine.checkpoint import CheckpointError, load_checkpoint
-    from mtvision.engine.trainer import resolve_device
+    from mtvision.engine.device import resolve_device
     from mtvision.models import build_model
 
     dev = resolve_device(device)

@@ -21,6 +21,7 @@ from mtvision.config import save_config
 from mtvision.data.build import build_dataset, build_loader, dataset_classes, move_batch
 from mtvision.data.io import write_json_atomic
 from mtvision.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtvision.engine.device import resolve_device
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
 from mtvision.engine.logger import RunLogger, plot_training_curves
 from mtvision.models import MultiTaskModel, build_model
@@ -29,14 +30,6 @@ from mtvision.registry import ConfigError
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. repeated non-finite losses); the message says why."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:

@@ -25,6 +25,7 @@ from torch import Tensor
 from mtvision.data.io import read_image
 from mtvision.data.transforms import image_to_tensor, letterbox, letterbox_params
 from mtvision.engine.checkpoint import load_checkpoint
+from mtvision.engine.device import resolve_device
 from mtvision.inference.drawing import draw_predictions
 from mtvision.inference.sources import InferenceError
 from mtvision.models import build_model
@@ -115,19 +116,6 @@ class Result:
 
 def _name(names: list[str] | None, label: int) -> str:
     return str(names[label]) if names is not None and 0 <= label < len(names) else str(label)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; an unusable device is an InferenceError."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise InferenceError(f"invalid device '{device}': {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InferenceError(f"device '{device}' requested but CUDA is not available")
-    return dev
 
 
 def to_rgb(x: ImageInput) -> np.ndarray:
