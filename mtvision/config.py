@@ -100,6 +100,7 @@ SCHEMA: dict[str, Any] = {
         },
         "grad_clip": Field(FLOAT, 10.0, nullable=True),
         "amp": Field(STR, "auto", choices=("auto", "none", "bf16", "fp16")),
+        "channels_last": Field(BOOL, False),
         "log_interval": Field(INT, 20),
         "eval_interval": Field(INT, 1),
         "checkpoint_interval": Field(INT, 1),

@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="image file, folder, glob pattern (quote it) or video file")
     p.add_argument("--out", default="runs/infer", help="output folder (default: runs/infer)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1")
-    p.add_argument("--score-thresh", type=float, default=None,
-                   help="detection score threshold (default: the checkpoint's)")
+    p.add_argument("--score-thresh", type=float, default=0.3,
+                   help="keep boxes scoring at least this (default 0.3; evaluation keeps "
+                        "everything above the head's own 0.05)")
     p.add_argument("--batch", type=_positive_int, default=1, help="images per forward pass")
     p.add_argument("--max-frames", type=_positive_int, default=None,
                    help="stop after this many images or frames")

@@ -119,6 +119,11 @@ class Trainer:
                               f"{len(self.train_set)} training images")
 
         self.model: MultiTaskModel = build_model(cfg["model"]).to(self.device)
+        # NHWC helps CNN backbones with cuDNN; on CPUs the heads' GroupNorm and resizes lose
+        # more than the convolutions gain, hence off by default.
+        self.memory_format = (torch.channels_last if tcfg["channels_last"]
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
         self.balancer = build_balancer(cfg["balancer"], self.model.task_names).to(self.device)
         self.optimizer = build_optimizer(self.model, tcfg["optimizer"])
         params = list(self.model.parameters()) + list(self.balancer.parameters())
@@ -181,7 +186,7 @@ class Trainer:
         batch = move_batch(batch, self.device)
         ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                else nullcontext())
-        images = batch["images"]
+        images = batch["images"].contiguous(memory_format=self.memory_format)
         with ctx:
             feats = self.model.extract(images)
             outputs = self.model.forward_heads(feats, (images.shape[-2], images.shape[-1]))

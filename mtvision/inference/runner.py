@@ -85,7 +85,7 @@ class _Timer:
 def run_inference(checkpoint: str | os.PathLike, source: str | os.PathLike,
                   out_dir: str | os.PathLike, device: str = "auto", batch: int = 1,
                   save_media: bool = True, max_frames: int | None = None,
-                  score_thresh: float | None = None, progress: bool = True) -> dict[str, Any]:
+                  score_thresh: float | None = 0.3, progress: bool = True) -> dict[str, Any]:
     """Predict on every image or frame of ``source`` and write the outputs to ``out_dir``.
 
     ``save_media=False`` writes only the JSON files (no annotated images / video, no seg or

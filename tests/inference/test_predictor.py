@@ -12,6 +12,7 @@ from PIL import Image
 from mtvision.data.transforms import letterbox_params
 from mtvision.inference import InferenceError, Predictor, Result, draw_predictions
 from mtvision.inference.drawing import colorize_segmentation, palette
+from mtvision.registry import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +145,10 @@ def test_weight_mismatch_names_checkpoint_and_keys(tmp_path, checkpoint_factory,
 def test_devices(checkpoint):
     assert Predictor(checkpoint, device="auto").device.type == (
         "cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(InferenceError, match="invalid device"):
+    with pytest.raises(ConfigError, match="invalid device"):
         Predictor(checkpoint, device="toaster")
     if not torch.cuda.is_available():
-        with pytest.raises(InferenceError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="CUDA is not available"):
             Predictor(checkpoint, device="cuda")
 
 

@@ -68,7 +68,10 @@ def check_in_features(feature_info: dict[str, FeatureInfo], names: list[str], he
             )
 
 
-def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
-    groups = next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
+def group_norm(channels: int, max_groups: int = 32, min_group_size: int = 8) -> nn.GroupNorm:
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels`` and
+    leaves at least ``min_group_size`` channels per group (GN's 32 groups of 8 at 256 channels;
+    groups of one channel would be instance norm, which slows narrow heads down)."""
+    limit = max(1, min(max_groups, channels // min_group_size))
+    groups = next(g for g in range(limit, 0, -1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
