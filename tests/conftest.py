@@ -17,7 +17,6 @@ def tiny_overrides(data_root: Path, iters: int = 4) -> list[str]:
         "data.batch_size=4",
         "data.num_workers=0",
         "model.neck.channels=32",
-        "model.heads.seg.class_weights=null",
         f"train.max_iters={iters}",
         "train.scheduler.warmup_iters=2",
         "train.log_interval=1",
