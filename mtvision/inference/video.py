@@ -7,9 +7,10 @@ are almost always there. ``VideoWriter`` tries them in order and says which one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -17,6 +18,23 @@ import cv2
 import numpy as np
 
 from mtvision.inference.sources import InferenceError
+
+# A codec probe that fails is expected (e.g. no H.264 encoder): keep FFmpeg's and OpenCV's
+# own log lines about it off the terminal; our warning names the fallback. FFmpeg reads this
+# variable when its backend first starts, which is after this module is imported.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    log = cv2.utils.logging
+    previous = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(previous)
+
 
 # (fourcc, suffix) in order of preference per requested suffix; the MJPG/.avi pair is the last
 # resort because it makes large files, and it changes the file name.
@@ -60,8 +78,9 @@ class VideoWriter:
         tried = []
         for fourcc, ext in codecs:
             candidate = requested.with_suffix(ext)
-            writer = cv2.VideoWriter(str(candidate), cv2.VideoWriter_fourcc(*fourcc), self.fps,
-                                     self.size)
+            with _quiet_opencv():
+                writer = cv2.VideoWriter(str(candidate), cv2.VideoWriter_fourcc(*fourcc),
+                                         self.fps, self.size)
             if writer.isOpened():
                 self._writer, self.codec, self.path = writer, fourcc, candidate
                 break
