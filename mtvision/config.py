@@ -9,6 +9,7 @@ plain nested dict with every default filled in; ``save_config`` writes it beside
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import os
 import re
@@ -42,6 +43,14 @@ class Named:
 
 
 @dataclass(frozen=True)
+class OptionsOf:
+    """An optional mapping of keyword options of one function (checked against its signature)."""
+
+    target: str  # "module:function", imported when validating
+    skip: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class MapOf:
     """A section whose keys are free (e.g. task names) and whose values share one spec."""
 
@@ -71,7 +80,8 @@ SCHEMA: dict[str, Any] = {
         "root": Field(STR, "data/shapes"),
         "train_split": Field(STR, "train"),
         "val_split": Field(STR, "val"),
-        "synthetic": Field((dict,), None, nullable=True),
+        # Generate the built-in shapes data into ``root`` first: options of generate_shapes.
+        "synthetic": OptionsOf("mtvision.data.synthetic:generate_shapes", skip=("root",)),
         "image_size": Field(SEQ, [128, 128]),
         "batch_size": Field(INT, 16),
         "val_batch_size": Field(INT, None, nullable=True),
@@ -269,6 +279,22 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
     return dict(value)
 
 
+def _check_options(spec: OptionsOf, value: Any, dotted: str,
+                   origins: dict[str, str]) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be a mapping or null")
+    module, _, name = spec.target.partition(":")
+    func = getattr(importlib.import_module(module), name)
+    valid = [n for n in inspect.signature(func).parameters if n not in spec.skip]
+    for key in value:
+        if key not in valid:
+            raise ConfigError(f"{_where(origins, f'{dotted}.{key}')}: unknown key "
+                              f"'{dotted}.{key}'{_closest(key, valid)}; valid: {', '.join(valid)}")
+    return dict(value)
+
+
 def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = "") -> dict:
     if not isinstance(cfg, dict):
         raise ConfigError(f"{_where(origins, prefix.rstrip('.'))}: '{prefix.rstrip('.')}' "
@@ -314,6 +340,8 @@ def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = ""
             # A null entry removes what a base file defined (e.g. -o model.heads.det=null).
             out[key] = {k: _check_named(spec.value, v, f"{dotted}.{k}", origins)
                         for k, v in value.items() if v is not None}
+        elif isinstance(spec, OptionsOf):
+            out[key] = _check_options(spec, value, dotted, origins) if given else None
         elif isinstance(spec, FreeList):
             value = value if given and value is not None else copy.deepcopy(spec.default)
             if not isinstance(value, list):

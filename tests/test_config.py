@@ -76,6 +76,15 @@ def test_unknown_head_option_and_name(cfg_files):
         load_config(child, ["model.heads.seg.name=fpn_sge"])
 
 
+def test_synthetic_options_follow_the_generator_signature(cfg_files):
+    _, child = cfg_files
+    cfg = load_config(child, ["data.synthetic={num_train: 8, num_val: 2}"])
+    assert cfg["data"]["synthetic"] == {"num_train": 8, "num_val": 2}
+    assert load_config(child)["data"]["synthetic"] is None
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.num_trian.*'num_train'"):
+        load_config(child, ["data.synthetic={num_trian: 8}"])
+
+
 def test_override_error_names_override(cfg_files):
     _, child = cfg_files
     with pytest.raises(ConfigError, match=r"override -o trian\.epochs=1.*'train'"):
