@@ -27,7 +27,8 @@ def build_dataset(data_cfg: dict[str, Any], split: str, train: bool) -> Dataset:
 
         generate_shapes(data_cfg["root"], **data_cfg["synthetic"])
     size = tuple(data_cfg["image_size"])
-    transforms = build_transforms(data_cfg["train_transforms"] if train else None, size, train)
+    ops = data_cfg["train_transforms"] if train else None
+    transforms = build_transforms(ops, size, train, where="data.train_transforms")
     return DATASETS.build({"name": data_cfg["type"], "root": data_cfg["root"], "split": split,
                            "transforms": transforms, "skip_invalid": data_cfg["skip_invalid"]},
                           "data")

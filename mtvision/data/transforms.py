@@ -236,7 +236,7 @@ class Transforms:
 
 def build_transforms(ops: Sequence[dict[str, Any]] | None, image_size: tuple[int, int] | int,
                      train: bool, *, min_visibility: float = 0.3,
-                     min_box_size: float = 1.0) -> Transforms:
+                     min_box_size: float = 1.0, where: str = "transforms") -> Transforms:
     """Build the pipeline: user ``ops`` (only when ``train``), letterbox to ``image_size``
     ``(H, W)`` (an int means square), ImageNet normalisation.
 
@@ -247,5 +247,6 @@ def build_transforms(ops: Sequence[dict[str, Any]] | None, image_size: tuple[int
     image_size = _as_hw(image_size)
     if ops is not None and not isinstance(ops, (list, tuple)):
         raise ConfigError(f"'transforms' must be a list of {{name: ...}} dicts, got {ops!r}")
-    user_ops = [build_op(spec, f"transforms[{i}]") for i, spec in enumerate(ops or [])]
+    # ``where`` names the list in error messages (e.g. the config key it came from).
+    user_ops = [build_op(spec, f"{where}[{i}]") for i, spec in enumerate(ops or [])]
     return Transforms(user_ops if train else [], image_size, min_visibility, min_box_size)
