@@ -31,6 +31,7 @@ class Field:
     default: Any
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
+    minimum: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Named:
     registry: Registry
     default: dict[str, Any] | None = None
     skip: tuple[str, ...] = ()  # arguments the caller passes, not the config
+    nullable: bool = False  # null means "none of this part" (e.g. no neck)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ SCHEMA: dict[str, Any] = {
     "work_dir": Field(STR, None, nullable=True),
     "model": {
         "backbone": Named(BACKBONES, {"name": "resnet18"}),
-        "neck": Named(NECKS, {"name": "fpn"}, skip=("feature_info",)),
+        "neck": Named(NECKS, {"name": "fpn"}, skip=("feature_info",), nullable=True),
         "heads": MapOf(Named(HEADS, skip=("feature_info",)), {}),
     },
     "data": {
@@ -83,15 +85,15 @@ SCHEMA: dict[str, Any] = {
         # Generate the built-in shapes data into ``root`` first: options of generate_shapes.
         "synthetic": OptionsOf("mtvision.data.synthetic:generate_shapes", skip=("root",)),
         "image_size": Field(SEQ, [128, 128]),
-        "batch_size": Field(INT, 16),
-        "val_batch_size": Field(INT, None, nullable=True),
-        "num_workers": Field(INT, 2),
+        "batch_size": Field(INT, 16, minimum=1),
+        "val_batch_size": Field(INT, None, nullable=True, minimum=1),
+        "num_workers": Field(INT, 2, minimum=0),
         "train_transforms": FreeList([]),
         "skip_invalid": Field(BOOL, False),
     },
     "train": {
-        "epochs": Field(INT, 12),
-        "max_iters": Field(INT, None, nullable=True),
+        "epochs": Field(INT, 12, minimum=1),
+        "max_iters": Field(INT, None, nullable=True, minimum=1),
         "seed": Field(INT, 0),
         "deterministic": Field(BOOL, False),
         "optimizer": {
@@ -111,10 +113,13 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": Field(FLOAT, 10.0, nullable=True),
         "amp": Field(STR, "auto", choices=("auto", "none", "bf16", "fp16")),
         "channels_last": Field(BOOL, False),
-        "log_interval": Field(INT, 20),
-        "eval_interval": Field(INT, 1),
-        "checkpoint_interval": Field(INT, 1),
+        "log_interval": Field(INT, 20, minimum=1),
+        "eval_interval": Field(INT, 1, minimum=1),
+        "checkpoint_interval": Field(INT, 1, minimum=1),
+        # "mean" (of the tasks' headline metrics) or "task.metric", e.g. "seg.mIoU".
         "best_metric": Field(STR, "mean"),
+        # Stop with an error after this many steps in a row skipped for non-finite values.
+        "max_nonfinite_steps": Field(INT, 20, minimum=1),
         "tensorboard": Field(BOOL, True),
     },
     "balancer": Named(BALANCERS, {"name": "fixed"}, skip=("tasks",)),
@@ -272,6 +277,8 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
                 types = FLOAT
             elif isinstance(default, SEQ):
                 types = SEQ
+            if isinstance(default, int) and not isinstance(default, bool):
+                types = INT
             if not _type_ok(v, types):
                 raise ConfigError(
                     f"{_where(origins, f'{dotted}.{key}')}: '{dotted}.{key}' must be "
@@ -323,13 +330,18 @@ def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = ""
                 raise ConfigError(
                     f"{_where(origins, dotted)}: '{dotted}' must be "
                     f"{_typename(spec.types)}, got {type(value).__name__} ({value!r})")
+            elif spec.minimum is not None and value < spec.minimum:
+                raise ConfigError(f"{_where(origins, dotted)}: '{dotted}' must be >= "
+                                  f"{spec.minimum}, got {value!r}")
             elif spec.choices is not None and value not in spec.choices:
                 raise ConfigError(
                     f"{_where(origins, dotted)}: '{dotted}' is {value!r}; choose one of "
                     f"{list(spec.choices)}{_closest(str(value), list(spec.choices))}")
             out[key] = value
         elif isinstance(spec, Named):
-            if not given or value is None:
+            if given and value is None and spec.nullable:
+                out[key] = None
+            elif not given or value is None:
                 out[key] = copy.deepcopy(spec.default)
             else:
                 out[key] = _check_named(spec, value, dotted, origins)

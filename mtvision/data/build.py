@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from mtvision.data import dataset as _datasets  # noqa: F401 - registers the readers
 from mtvision.data.collate import collate
 from mtvision.data.transforms import build_transforms
-from mtvision.registry import DATASETS
+from mtvision.registry import DATASETS, ConfigError
 
 
 def build_dataset(data_cfg: dict[str, Any], split: str, train: bool) -> Dataset:
@@ -38,6 +38,15 @@ def dataset_classes(ds: Any) -> dict[str, list[str]]:
     """Class names per task, as stored in checkpoints."""
     return {"det": list(ds.det_classes), "seg": list(ds.seg_classes),
             "cls": list(ds.cls_classes)}
+
+
+def check_classes_agree(ref: dict[str, list[str]], other: dict[str, list[str]],
+                        ref_name: str, other_name: str) -> None:
+    """Label ids mean the same classes in both (each dataset maps its own category ids)."""
+    for task, names in ref.items():
+        if names and other.get(task) and other[task] != names:
+            raise ConfigError(f"{task} classes differ between {ref_name} {names} and "
+                              f"{other_name} {other[task]}")
 
 
 class EpochSampler(Sampler[int]):

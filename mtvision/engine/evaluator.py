@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from mtvision.metrics import build_metric
 from mtvision.models import MultiTaskModel
+from mtvision.registry import ConfigError
 
 # The headline metric of each task: what "best" checkpoints and summaries use.
 PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1"}
@@ -81,6 +82,9 @@ def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> floa
         vals = [float(results[t][PRIMARY[t]]) for t in results if PRIMARY.get(t) in results[t]]
         return sum(vals) / len(vals) if vals else float("nan")
     task, _, name = key.partition(".")
+    if name not in results.get(task, {}):
+        raise ConfigError(f"train.best_metric '{key}' is not among the evaluation results "
+                          f"({', '.join(f'{t}.{m}' for t in results for m in results[t])})")
     return float(results[task][name])
 
 
@@ -105,7 +109,12 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``)."""
     from pathlib import Path
 
-    from mtvision.data.build import build_dataset, build_loader, dataset_classes
+    from mtvision.data.build import (
+        build_dataset,
+        build_loader,
+        check_classes_agree,
+        dataset_classes,
+    )
     from mtvision.data.io import write_json_atomic
     from mtvision.engine.checkpoint import CheckpointError, load_checkpoint
     from mtvision.engine.device import resolve_device
@@ -124,6 +133,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     dcfg = cfg["data"]
     ds = build_dataset(dcfg, split or dcfg["val_split"], train=False)
     classes = state.get("classes") or dataset_classes(ds)
+    check_classes_agree(classes, dataset_classes(ds), f"checkpoint {checkpoint}",
+                        f"dataset '{dcfg['root']}' split '{split or dcfg['val_split']}'")
     loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
                           train=False)
     results = evaluate(model, loader, model_cfg, classes, cfg["eval"], dev, progress)

@@ -13,9 +13,17 @@ from typing import Any
 class RunLogger:
     """Appends records to ``work_dir/metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
-    def __init__(self, work_dir: str | os.PathLike, tensorboard: bool = True) -> None:
+    def __init__(self, work_dir: str | os.PathLike, tensorboard: bool = True,
+                 resume_at: int | None = None) -> None:
+        """A fresh run starts a new log; a run resumed at iteration ``resume_at`` keeps the
+        records up to it and drops those the interrupted run wrote after its checkpoint."""
         self.path = Path(work_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        kept = ([r for r in read_jsonl(self.path) if r.get("iter", 0) <= resume_at]
+                if resume_at is not None and self.path.is_file() else [])
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, self.path)
         self.tb = None
         if tensorboard:
             try:

@@ -18,7 +18,13 @@ from tqdm import tqdm
 
 from mtvision.balancing import build_balancer
 from mtvision.config import save_config
-from mtvision.data.build import build_dataset, build_loader, dataset_classes, move_batch
+from mtvision.data.build import (
+    build_dataset,
+    build_loader,
+    check_classes_agree,
+    dataset_classes,
+    move_batch,
+)
 from mtvision.data.io import write_json_atomic
 from mtvision.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtvision.engine.device import resolve_device
@@ -90,6 +96,24 @@ def check_heads_match(cfg: dict[str, Any], classes: dict[str, list[str]]) -> Non
                               f"'{cfg['data']['root']}' has {len(names)} {task} classes {names}")
 
 
+def check_tasks_overlap(cfg: dict[str, Any], train_set: Any) -> None:
+    tasks = set(getattr(train_set, "tasks", cfg["model"]["heads"]))
+    if not tasks & set(cfg["model"]["heads"]):
+        raise ConfigError(f"the model's tasks {sorted(cfg['model']['heads'])} are none of the "
+                          f"tasks the training data labels {sorted(tasks)}")
+
+
+def check_best_metric(cfg: dict[str, Any]) -> None:
+    key = cfg["train"]["best_metric"]
+    if key == "mean":
+        return
+    task, _, metric = key.partition(".")
+    if task not in cfg["model"]["heads"] or not metric:
+        raise ConfigError(f"train.best_metric '{key}' must be 'mean' or 'task.metric' with a "
+                          f"task of the model ({', '.join(cfg['model']['heads'])}), "
+                          "e.g. 'seg.mIoU'")
+
+
 class Trainer:
     """Trains ``cfg`` in ``work_dir``; ``resume`` continues from ``work_dir/last.pt``."""
 
@@ -109,7 +133,11 @@ class Trainer:
         self.train_set = build_dataset(dcfg, dcfg["train_split"], train=True)
         self.val_set = build_dataset(dcfg, dcfg["val_split"], train=False)
         self.classes = dataset_classes(self.train_set)
+        check_classes_agree(self.classes, dataset_classes(self.val_set),
+                            f"split '{dcfg['train_split']}'", f"split '{dcfg['val_split']}'")
         check_heads_match(cfg, self.classes)
+        check_tasks_overlap(cfg, self.train_set)
+        check_best_metric(cfg)
         self.train_loader = build_loader(self.train_set, dcfg["batch_size"], dcfg["num_workers"],
                                          train=True, seed=tcfg["seed"])
         self.val_loader = build_loader(self.val_set, dcfg["val_batch_size"] or dcfg["batch_size"],
@@ -139,11 +167,13 @@ class Trainer:
         self.amp_dtype = amp_dtype(tcfg["amp"], self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.iteration = 0
+        self.nonfinite_in_a_row = 0
         self.best_score: float | None = None
         self.last_metrics: dict[str, Any] = {}
-        self.logger = RunLogger(self.work_dir, tensorboard=tcfg["tensorboard"])
         if resume:
             self._resume()
+        self.logger = RunLogger(self.work_dir, tensorboard=tcfg["tensorboard"],
+                                resume_at=self.iteration if resume else None)
 
     def balancer_params(self) -> list[nn.Parameter]:
         return [p for p in self.balancer.parameters() if p.requires_grad]
@@ -165,7 +195,8 @@ class Trainer:
         path = self.work_dir / "last.pt"
         if not path.is_file():
             raise ConfigError(f"--resume: no checkpoint at {path}")
-        state = load_checkpoint(path, map_location=self.device)
+        # On the CPU first: RNG states must stay CPU tensors; load_state_dict moves the rest.
+        state = load_checkpoint(path, map_location="cpu")
         try:
             self.model.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -173,7 +204,8 @@ class Trainer:
                               f"{str(e).splitlines()[1].strip()}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # empty when the run was written without fp16 scaling
+            self.scaler.load_state_dict(state["scaler"])
         self.balancer.load_state_dict(state["balancer"])
         set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
@@ -192,24 +224,27 @@ class Trainer:
             outputs = self.model.forward_heads(feats, (images.shape[-2], images.shape[-1]))
             comps = self.model.losses(outputs, batch["targets"], batch["present"])
         task_losses = {t: sum(c.float() for c in parts.values()) for t, parts in comps.items()}
-        bad = [t for t, v in task_losses.items() if not torch.isfinite(v)]
         self.optimizer.zero_grad(set_to_none=True)
+        if not task_losses:  # no image of this batch is labelled for any task of the model
+            return None
+        bad = [t for t, v in task_losses.items() if not torch.isfinite(v)]
         if bad:
-            warnings.warn(f"iteration {self.iteration}: non-finite loss in task(s) "
-                          f"{', '.join(bad)}; step skipped", stacklevel=2)
+            self._nonfinite(f"non-finite loss in task(s) {', '.join(bad)}")
             return None
         weights = self.balancer.backward(task_losses, self.model.shared_parameters(), feats,
                                          self.scaler.scale)
         self.scaler.unscale_(self.optimizer)
-        gcfg = self.cfg["train"]["grad_clip"]
-        if gcfg:
-            gnorm = torch.nn.utils.clip_grad_norm_(self.params, gcfg)
-            if not torch.isfinite(gnorm):
-                warnings.warn(f"iteration {self.iteration}: non-finite gradient; step skipped",
-                              stacklevel=2)
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.update()
-                return None
+        # The norm is computed even without clipping: a NaN gradient must never reach the
+        # optimizer, whose moment estimates it would poison for good.
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params,
+                                               self.cfg["train"]["grad_clip"] or math.inf)
+        if not torch.isfinite(gnorm):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.update()
+            if self.amp_dtype != torch.float16:  # fp16 overflow is the scaler's business
+                self._nonfinite("non-finite gradient")
+            return None
+        self.nonfinite_in_a_row = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
         out = {f"{t}/{k}": float(v.detach()) for t, parts in comps.items()
@@ -217,6 +252,17 @@ class Trainer:
         out.update({t: float(v.detach()) for t, v in task_losses.items()})
         out.update({f"w/{t}": w for t, w in weights.items()})
         return out
+
+    def _nonfinite(self, what: str) -> None:
+        self.nonfinite_in_a_row += 1
+        limit = self.cfg["train"]["max_nonfinite_steps"]
+        warnings.warn(f"iteration {self.iteration}: {what}; step skipped "
+                      f"({self.nonfinite_in_a_row} in a row, stopping at {limit})", stacklevel=3)
+        if self.nonfinite_in_a_row >= limit:
+            raise TrainingError(
+                f"{limit} steps in a row skipped ({what} at iteration {self.iteration}); "
+                f"stopped, the last good checkpoint is {self.work_dir / 'last.pt'} "
+                "(lower train.optimizer.lr or set train.grad_clip)")
 
     # -- loop -------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:

@@ -226,7 +226,8 @@ class Predictor:
             if "det" in preds:
                 self._det(result, preds["det"][i], lb)
             if "seg" in preds:
-                seg = _crop(preds["seg"][i], lb).astype(np.uint8)
+                seg = _crop(preds["seg"][i], lb)
+                seg = seg.astype(np.uint8 if seg.max(initial=0) < 256 else np.uint16)
                 result.semseg = _resize(seg, lb.orig_size, cv2.INTER_NEAREST_EXACT)
             if "edge" in preds:
                 edge = _crop(preds["edge"][i], lb).astype(np.float32)
