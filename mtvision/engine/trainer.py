@@ -247,9 +247,11 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        out = {f"{t}/{k}": float(v.detach()) for t, parts in comps.items()
-               for k, v in parts.items()}
-        out.update({t: float(v.detach()) for t, v in task_losses.items()})
+        # Detached tensors, not floats: reading them back is a device sync, done only when
+        # the progress bar or the log needs them.
+        out: dict[str, Any] = {f"{t}/{k}": v.detach() for t, parts in comps.items()
+                               for k, v in parts.items()}
+        out.update({t: v.detach() for t, v in task_losses.items()})
         out.update({f"w/{t}": w for t, w in weights.items()})
         return out
 
@@ -299,11 +301,12 @@ class Trainer:
                 self.scheduler.step()
                 self.iteration += 1
                 bar.update(1)
-                if stats is not None:
+                log_now = self.iteration % tcfg["log_interval"] == 0 or self.iteration == 1
+                if stats is not None and (log_now or self.iteration % 5 == 0):
+                    stats = {k: float(v) for k, v in stats.items()}
                     bar.set_postfix({t: f"{stats[t]:.3f}" for t in self.model.task_names
                                      if t in stats}, refresh=False)
-                if stats is not None and (self.iteration % tcfg["log_interval"] == 0
-                                          or self.iteration == 1):
+                if stats is not None and log_now:
                     now = time.time()
                     self.logger.log({
                         "type": "train", "iter": self.iteration,
