@@ -261,12 +261,11 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
             f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} '{name}' at "
             f"'{dotted}.name'{_closest(str(name), spec.registry.names())}")
     params = inspect.signature(spec.registry.get(name)).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    valid = [n for n in params if n not in spec.skip and n != "self"]
+    valid = spec.registry.option_names(name, spec.skip)  # None: takes **kwargs
     for key, v in value.items():
         if key == "name":
             continue
-        if key not in params and not takes_any:
+        if valid is not None and key not in valid:
             raise ConfigError(
                 f"{_where(origins, f'{dotted}.{key}')}: unknown key '{dotted}.{key}' "
                 f"for {spec.registry.kind} '{name}'{_closest(key, valid)}")

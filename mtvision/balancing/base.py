@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
-import torch
 from torch import Tensor, nn
 
 
@@ -45,7 +44,3 @@ class Balancer(nn.Module, ABC):
         total = sum(w[t] * losses[t] for t in losses)
         scale(total).backward()
         return {t: float(w[t]) for t in losses}
-
-
-def stack_losses(losses: dict[str, Tensor]) -> Tensor:
-    return torch.stack([losses[t] for t in losses])

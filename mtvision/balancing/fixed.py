@@ -25,7 +25,7 @@ class FixedWeights(Balancer):
             if t not in self.tasks:
                 raise ConfigError(f"balancer.weights names task '{t}', which the model does not "
                                   f"have (tasks: {', '.join(self.tasks)})")
-        self.fixed = {t: float(weights.get(t, 1.0)) for t in self.tasks}
+        self.fixed = {t: torch.tensor(float(weights.get(t, 1.0))) for t in self.tasks}
 
     def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {t: torch.tensor(self.fixed[t]) for t in losses}
+        return {t: self.fixed[t] for t in losses}

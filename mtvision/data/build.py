@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -72,20 +70,12 @@ class EpochSampler(Sampler[int]):
         return self.n - self.start
 
 
-def _seed_worker(worker_id: int) -> None:
-    # Code that draws from numpy / random in a worker gets a distinct, repeatable seed
-    # (albumentations has its own generator, seeded per sample by the dataset).
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
                  seed: int = 0) -> DataLoader:
     sampler = EpochSampler(len(ds), seed, shuffle=train)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate, drop_last=train, worker_init_fn=_seed_worker,
+                      collate_fn=collate, drop_last=train,
                       generator=g, persistent_workers=False)
 
 

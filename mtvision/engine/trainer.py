@@ -159,6 +159,7 @@ class Trainer:
             self.optimizer.add_param_group({"params": self.balancer_params(),
                                             "weight_decay": 0.0, "lr": tcfg["optimizer"]["lr"]})
         self.params = [p for p in params if p.requires_grad]
+        self.shared_params = self.model.shared_parameters()
         self.epoch_len = len(self.train_loader)
         self.total_iters = tcfg["max_iters"] or tcfg["epochs"] * self.epoch_len
         self.num_epochs = math.ceil(self.total_iters / self.epoch_len)
@@ -231,7 +232,7 @@ class Trainer:
         if bad:
             self._nonfinite(f"non-finite loss in task(s) {', '.join(bad)}")
             return None
-        weights = self.balancer.backward(task_losses, self.model.shared_parameters(), feats,
+        weights = self.balancer.backward(task_losses, self.shared_params, feats,
                                          self.scaler.scale)
         self.scaler.unscale_(self.optimizer)
         # The norm is computed even without clipping: a NaN gradient must never reach the
