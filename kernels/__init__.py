@@ -4,7 +4,15 @@ reference and its ``autograd.Function``. This package depends on torch and trito
 
 Backend choice: ``"auto"`` runs Triton for CUDA tensors and the PyTorch reference otherwise;
 ``"triton"`` on CPU tensors works under ``TRITON_INTERPRET=1`` (how the tests check kernels
-against their references on a machine without a GPU).
+against their references on a machine without a GPU). Triton decides between compiling and
+interpreting when a kernel is defined, so the variable must be set before ``import kernels``.
+
+Families:
+    cross_entropy   ``seg_cross_entropy``: softmax CE over dense or plain logits
+    edge_bce        ``edge_bce``: HED's class-balanced binary cross-entropy
+    focal           ``sigmoid_focal_loss``: RetinaNet's focal loss (torchvision's formula)
+    dense_losses    ``dense_losses``: segmentation CE and K edge maps in one launch
+    combine         ``combine_losses``: fixed or uncertainty weighting of the task losses
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ import importlib.util
 import os
 
 import torch
+
+# Read once: the kernels below are compiled or interpreted according to it.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_available() -> bool:
@@ -29,6 +40,12 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     if backend == "triton":
         if not triton_available():
             raise RuntimeError("backend='triton' but triton is not installed")
-        if not tensor.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1")
+        if not tensor.is_cuda and not (INTERPRET and os.environ.get("TRITON_INTERPRET") == "1"):
+            raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1, set "
+                               "before kernels is imported")
     return backend
+
+
+from kernels.cross_entropy import seg_cross_entropy  # noqa: E402
+
+__all__ = ["INTERPRET", "resolve_backend", "seg_cross_entropy", "triton_available"]

@@ -1,0 +1,260 @@
+"""HED's class-balanced binary cross-entropy for edge maps, fused with its gradient.
+
+Xie & Tu, "Holistically-Nested Edge Detection", ICCV 2015, eq. 2. For image n, over its
+non-ignored pixels, ``beta_n = |Y-_n| / (|Y+_n| + |Y-_n|)``; a positive pixel weighs
+``beta_n``, a negative ``1 - beta_n``, an ignored one 0 (without ``balanced`` every
+non-ignored pixel weighs 1). ``mean`` divides the weighted sum of the per-pixel
+``BCEWithLogits`` by the number of non-ignored pixels in the batch (0 when there are none).
+
+One pass reads the logits and targets and writes, per program, the BCE sums over positive and
+negative pixels and their counts, plus the unweighted gradient ``sigmoid(x) - y``; the weights
+need the whole image's counts, so backward applies them. Several maps may share one target
+(HED's side outputs and fused map): the target is then read once for all of them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from kernels import INTERPRET, resolve_backend
+from kernels._common import check_logits, check_reduction, needs_grad, pixel_block, safe_div
+
+
+# ---------------------------------------------------------------- PyTorch reference
+def edge_weights(target: torch.Tensor, ignore_index: int = 255,
+                 balanced: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-pixel weight float32 like ``target``, edge indicator float32): HED's weights."""
+    valid = target != ignore_index
+    pos = valid & (target > 0)
+    neg = valid & ~pos
+    if not balanced:
+        return valid.float(), pos.float()
+    dims = tuple(range(1, target.dim()))
+    n_pos = pos.sum(dims).float()
+    n_neg = neg.sum(dims).float()
+    beta = safe_div(n_neg, n_pos + n_neg).reshape(-1, *([1] * (target.dim() - 1)))
+    weight = torch.where(pos, beta, torch.where(neg, 1.0 - beta, torch.zeros_like(beta)))
+    return weight, pos.float()
+
+
+def _map_shapes(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, H, W] (from [N, 1, H, W] or [N, H, W]) and target [N, H, W]."""
+    if target.dim() == 4 and target.shape[1] == 1:
+        target = target[:, 0]
+    if logits.dim() == target.dim() + 1 and logits.shape[1] == 1:
+        logits = logits[:, 0]
+    if logits.shape != target.shape or target.dim() < 2:
+        raise ValueError(f"edge logits {tuple(logits.shape)} and target {tuple(target.shape)} "
+                         "must be [N, 1, H, W] or [N, H, W] of one size")
+    return logits, target
+
+
+def edge_bce_reference(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = 255,
+    balanced: bool = True,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Plain PyTorch: ``binary_cross_entropy_with_logits`` with HED's weights, in float32."""
+    x, t = _map_shapes(logits, target)
+    weight, y = edge_weights(t, ignore_index, balanced)
+    loss = F.binary_cross_entropy_with_logits(x.float(), y, weight=weight, reduction="none")
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    return safe_div(total, (t != ignore_index).sum().float())
+
+
+# ---------------------------------------------------------------- Triton
+@triton.jit
+def edge_block(
+    logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr,
+    n, offs_s, mask_s, slot, S, K, ignore_index,
+    COMPUTE_GRAD: tl.constexpr, PER_PIXEL: tl.constexpr,
+):
+    """Pixels ``offs_s`` of image ``n`` for the K maps of ``logits`` [N, K, S] sharing the
+    target [N, S]: writes ``partial[slot] = [n_pos, n_neg, bce_pos_0, bce_neg_0, ...]``."""
+    t = tl.load(target_ptr + n.to(tl.int64) * S + offs_s, mask=mask_s, other=ignore_index)
+    t = t.to(tl.int32)
+    valid = mask_s & (t != ignore_index)
+    pos = valid & (t > 0)
+    neg = valid & (t <= 0)
+    y = tl.where(pos, 1.0, 0.0)
+    base = slot * (2 + 2 * K)
+    tl.store(partial_ptr + base, tl.sum(y, 0))
+    tl.store(partial_ptr + base + 1, tl.sum(tl.where(neg, 1.0, 0.0), 0))
+    for k in range(K):
+        off = (n.to(tl.int64) * K + k) * S + offs_s
+        x = tl.load(logits_ptr + off, mask=mask_s, other=0.0).to(tl.float32)
+        e = tl.exp(-tl.abs(x))
+        bce = tl.maximum(x, 0.0) - x * y + tl.log(1.0 + e)
+        tl.store(partial_ptr + base + 2 + 2 * k, tl.sum(tl.where(pos, bce, 0.0), 0))
+        tl.store(partial_ptr + base + 3 + 2 * k, tl.sum(tl.where(neg, bce, 0.0), 0))
+        if PER_PIXEL:
+            tl.store(loss_ptr + off, tl.where(valid, bce, 0.0), mask=mask_s)
+        if COMPUTE_GRAD:
+            sig = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+            g = tl.where(valid, sig - y, 0.0)
+            tl.store(grad_ptr + off, g.to(grad_ptr.dtype.element_ty), mask=mask_s)
+
+
+@triton.jit
+def _edge_bce_kernel(
+    logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr, S, K, ignore_index,
+    COMPUTE_GRAD: tl.constexpr, PER_PIXEL: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_s = pid_s * BLOCK_P + tl.arange(0, BLOCK_P)
+    slot = n * tl.num_programs(1) + pid_s
+    edge_block(logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr, n, offs_s, offs_s < S,
+               slot, S, K, ignore_index, COMPUTE_GRAD, PER_PIXEL)
+
+
+def edge_block_pixels(S: int) -> int:
+    return pixel_block(S, INTERPRET, limit=1024)
+
+
+def edge_finish(partial: torch.Tensor, N: int, K: int, balanced: bool, reduction: str
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From partials [N * blocks, 2 + 2K]: (per-map loss [K], positive and negative pixel
+    weights [N] including the mean's normaliser)."""
+    p = partial.view(N, -1, 2 + 2 * K).sum(1)  # [N, 2 + 2K]
+    n_pos, n_neg = p[:, 0], p[:, 1]
+    bce_pos, bce_neg = p[:, 2::2], p[:, 3::2]  # [N, K]
+    if balanced:
+        beta = safe_div(n_neg, n_pos + n_neg)
+        w_pos, w_neg = beta, 1.0 - beta
+    else:
+        w_pos = w_neg = torch.ones_like(n_pos)
+    loss = (w_pos[:, None] * bce_pos + w_neg[:, None] * bce_neg).sum(0)
+    if reduction == "mean":
+        denom = (n_pos + n_neg).sum()
+        loss = safe_div(loss, denom)
+        inv = safe_div(torch.ones_like(denom), denom)
+        w_pos, w_neg = w_pos * inv, w_neg * inv
+    return loss, w_pos, w_neg
+
+
+def edge_grad(stored: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor,
+              g: torch.Tensor) -> torch.Tensor:
+    """The gradient of ``sum_k g_k loss_k`` from the stored ``sigmoid(x) - y`` [N, K, S].
+
+    The stored value is <= 0 on edge pixels and >= 0 elsewhere, and 0 only where the gradient
+    is 0 whatever its weight, so its sign tells which weight applies without reading the
+    target again."""
+    w = torch.where(stored < 0, w_pos[:, None, None], w_neg[:, None, None])
+    return (stored * w * g.float().reshape(1, -1, 1)).to(stored.dtype)
+
+
+def edge_launch(
+    x: torch.Tensor, t: torch.Tensor, ignore_index: int, per_pixel: bool, compute_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Run on logits [N, K, S] and target [N, S]: (partials, grad or None, per-pixel BCE)."""
+    N, K, S = x.shape
+    block_p = edge_block_pixels(S)
+    grid = (N, triton.cdiv(S, block_p))
+    partial = torch.empty((grid[0] * grid[1], 2 + 2 * K), device=x.device, dtype=torch.float32)
+    grad = torch.empty_like(x) if compute_grad else None
+    loss = torch.empty(x.shape, device=x.device, dtype=torch.float32) if per_pixel else None
+    _edge_bce_kernel[grid](
+        x, t, x if grad is None else grad, partial if loss is None else loss, partial,
+        S, K, int(ignore_index), COMPUTE_GRAD=compute_grad, PER_PIXEL=per_pixel,
+        BLOCK_P=block_p,
+    )
+    return partial, grad, loss
+
+
+class _EdgeBCEFn(torch.autograd.Function):
+    """Losses [K] of the K maps of logits [N, K, S] against one target [N, S]."""
+
+    @staticmethod
+    def forward(ctx, x, t, ignore_index, balanced, reduction):
+        partial, grad, _ = edge_launch(x, t, ignore_index, False, True)
+        loss, w_pos, w_neg = edge_finish(partial, x.shape[0], x.shape[1], balanced, reduction)
+        ctx.save_for_backward(grad, w_pos, w_neg)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        grad, w_pos, w_neg = ctx.saved_tensors
+        return edge_grad(grad, w_pos, w_neg, g), None, None, None, None
+
+
+class _EdgeBCEPixelFn(torch.autograd.Function):
+    """reduction='none' of one map: per-pixel weighted BCE [N, S]."""
+
+    @staticmethod
+    def forward(ctx, x, t, ignore_index, balanced):
+        _, grad, loss = edge_launch(x, t, ignore_index, True, True)
+        weight, _ = edge_weights(t, ignore_index, balanced)
+        ctx.save_for_backward(grad, weight)
+        return loss[:, 0] * weight
+
+    @staticmethod
+    def backward(ctx, g):
+        grad, weight = ctx.saved_tensors
+        return (grad * (weight * g.float())[:, None]).to(grad.dtype), None, None, None
+
+
+def edge_bce_maps(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = 255,
+    balanced: bool = True,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """``edge_bce`` of each of the K maps of ``logits`` [N, K, H, W] against the one ``target``
+    [N, H, W]: float32[K], in one pass over the target (HED's sides and fused map)."""
+    check_logits(logits)
+    check_reduction(reduction, ("mean", "sum"))
+    if logits.dim() < 3 or tuple(logits.shape[:1]) + tuple(logits.shape[2:]) != tuple(
+            target.shape):
+        raise ValueError(f"edge logits {tuple(logits.shape)} must be [N, K, *spatial] with "
+                         f"target {tuple(target.shape)} as [N, *spatial]")
+    if resolve_backend(backend, logits) == "torch":
+        return torch.stack([
+            edge_bce_reference(logits[:, k], target, ignore_index, balanced, reduction)
+            for k in range(logits.shape[1])
+        ])
+    N, K = logits.shape[:2]
+    x = logits.contiguous().view(N, K, -1)
+    t = target.contiguous().view(N, -1)
+    if needs_grad(logits):
+        return _EdgeBCEFn.apply(x, t, ignore_index, balanced, reduction)
+    partial, _, _ = edge_launch(x, t, ignore_index, False, False)
+    return edge_finish(partial, N, K, balanced, reduction)[0]
+
+
+def edge_bce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int = 255,
+    balanced: bool = True,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """HED's class-balanced BCE of edge logits ``[N, 1, H, W]`` or ``[N, H, W]`` against a
+    target of 0, 1 and ``ignore_index`` of the same size (see the module docstring).
+    Result: float32 (per pixel [N, H, W] for ``none``)."""
+    check_logits(logits)
+    check_reduction(reduction)
+    x, t = _map_shapes(logits, target)
+    if resolve_backend(backend, logits) == "torch":
+        return edge_bce_reference(x, t, ignore_index, balanced, reduction)
+    if reduction != "none":
+        return edge_bce_maps(x[:, None], t, ignore_index, balanced, reduction, backend)[0]
+    N = x.shape[0]
+    xf = x.contiguous().view(N, 1, -1)
+    tf = t.contiguous().view(N, -1)
+    if needs_grad(logits):
+        return _EdgeBCEPixelFn.apply(xf, tf, ignore_index, balanced).view(t.shape)
+    _, _, loss = edge_launch(xf, tf, ignore_index, True, False)
+    return (loss[:, 0] * edge_weights(tf, ignore_index, balanced)[0]).view(t.shape)
