@@ -49,3 +49,9 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
 from kernels.cross_entropy import seg_cross_entropy  # noqa: E402
 
 __all__ = ["INTERPRET", "resolve_backend", "seg_cross_entropy", "triton_available"]
+from kernels.combine import combine_losses  # noqa: E402
+from kernels.dense_losses import dense_losses  # noqa: E402
+from kernels.edge_bce import edge_bce, edge_bce_maps  # noqa: E402
+from kernels.focal import sigmoid_focal_loss  # noqa: E402
+
+__all__ += ["combine_losses", "dense_losses", "edge_bce", "edge_bce_maps", "sigmoid_focal_loss"]

@@ -1,0 +1,183 @@
+"""Several dense heads' losses on one spatial grid in one kernel launch.
+
+A multi-task model's segmentation and edge heads predict on the same pixels. Instead of one
+cross-entropy launch and one BCE launch per edge map (HED has a fused map and a side output
+per level), one program takes a block of pixels of one image and computes there the
+segmentation cross-entropy (``kernels.cross_entropy``) and the class-balanced BCE of every
+edge map (``kernels.edge_bce``), reading each target once. The per-task losses are exactly
+those of the single-head functions.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import resolve_backend
+from kernels._common import check_logits, check_reduction, needs_grad
+from kernels.cross_entropy import (
+    ce_block,
+    ce_block_pixels,
+    ce_finish,
+    ce_grad_scale,
+    ce_tile_config,
+    cross_entropy_reference,
+)
+from kernels.edge_bce import edge_bce_maps, edge_block, edge_block_pixels, edge_finish, edge_grad
+
+
+@triton.jit
+def _dense_kernel(
+    seg_ptr, seg_t_ptr, weight_ptr, seg_grad_ptr, seg_partial_ptr,
+    edge_ptr, edge_t_ptr, edge_grad_ptr, edge_partial_ptr,
+    S, C, K, seg_ignore, edge_ignore, one_minus_eps, eps_over_c,
+    HAS_SEG: tl.constexpr, HAS_EDGE: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+    SMOOTH: tl.constexpr, SEG_GRAD: tl.constexpr, EDGE_GRAD: tl.constexpr,
+    SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    offs_s = pid_s * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_s = offs_s < S
+    slot = n * tl.num_programs(1) + pid_s
+    if HAS_SEG:
+        loss, w_t = ce_block(
+            seg_ptr, seg_t_ptr, weight_ptr, seg_grad_ptr, n, offs_s, mask_s, S, C, seg_ignore,
+            one_minus_eps, eps_over_c, HAS_WEIGHT, SMOOTH, SEG_GRAD, SINGLE_TILE, BLOCK_C)
+        tl.store(seg_partial_ptr + slot * 2, tl.sum(loss, 0))
+        tl.store(seg_partial_ptr + slot * 2 + 1, tl.sum(w_t, 0))
+    if HAS_EDGE:
+        edge_block(edge_ptr, edge_t_ptr, edge_grad_ptr, edge_partial_ptr, edge_partial_ptr,
+                   n, offs_s, mask_s, slot, S, K, edge_ignore, EDGE_GRAD, False)
+
+
+class _DenseFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, seg_x, seg_t, weight, edge_x, edge_t, seg_ignore, edge_ignore,
+                label_smoothing, edge_balanced, reduction, seg_grad, edge_grad_on):
+        has_seg, has_edge = seg_x is not None, edge_x is not None
+        ref = seg_x if has_seg else edge_x
+        N, S = ref.shape[0], ref.shape[2]
+        C = seg_x.shape[1] if has_seg else 1
+        K = edge_x.shape[1] if has_edge else 1
+        single, block_c = ce_tile_config(C)
+        block_p = min(ce_block_pixels(S, block_c) if has_seg else S,
+                      edge_block_pixels(S) if has_edge else S)
+        block_p = triton.next_power_of_2(block_p)
+        grid = (N, triton.cdiv(S, block_p))
+        dev = ref.device
+        seg_partial = torch.empty((grid[0] * grid[1], 2), device=dev, dtype=torch.float32)
+        edge_partial = torch.empty((grid[0] * grid[1], 2 + 2 * K), device=dev,
+                                   dtype=torch.float32)
+        seg_g = torch.empty_like(seg_x) if has_seg and seg_grad else None
+        edge_g = torch.empty_like(edge_x) if has_edge and edge_grad_on else None
+        w = None if weight is None else weight.to(device=dev, dtype=torch.float32).contiguous()
+        dummy = seg_partial
+        _dense_kernel[grid](
+            seg_x if has_seg else dummy, seg_t if has_seg else dummy,
+            w if w is not None else dummy, seg_g if seg_g is not None else dummy, seg_partial,
+            edge_x if has_edge else dummy, edge_t if has_edge else dummy,
+            edge_g if edge_g is not None else dummy, edge_partial,
+            S, C, K, int(seg_ignore), int(edge_ignore),
+            1.0 - float(label_smoothing), float(label_smoothing) / C,
+            HAS_SEG=has_seg, HAS_EDGE=has_edge, HAS_WEIGHT=w is not None,
+            SMOOTH=label_smoothing > 0, SEG_GRAD=seg_g is not None,
+            EDGE_GRAD=edge_g is not None, SINGLE_TILE=single, BLOCK_C=block_c, BLOCK_P=block_p,
+        )
+        seg_loss = edge_loss = None
+        saved = []
+        if has_seg:
+            seg_loss, denom = ce_finish(seg_partial, reduction)
+            saved += [seg_g, denom]
+        else:
+            saved += [None, None]
+        if has_edge:
+            edge_loss, w_pos, w_neg = edge_finish(edge_partial, N, K, edge_balanced, reduction)
+            saved += [edge_g, w_pos, w_neg]
+        else:
+            saved += [None, None, None]
+        ctx.save_for_backward(*saved)
+        ctx.reduction = reduction
+        return seg_loss, edge_loss
+
+    @staticmethod
+    def backward(ctx, g_seg, g_edge):
+        seg_g, denom, edge_g, w_pos, w_neg = ctx.saved_tensors
+        d_seg = d_edge = None
+        if seg_g is not None and g_seg is not None:
+            d_seg = (seg_g * ce_grad_scale(g_seg, denom, ctx.reduction)).to(seg_g.dtype)
+        if edge_g is not None and g_edge is not None:
+            d_edge = edge_grad(edge_g, w_pos, w_neg, g_edge)
+        return (d_seg, None, None, d_edge) + (None,) * 8
+
+
+def dense_losses(
+    seg_logits: torch.Tensor | None = None,
+    seg_target: torch.Tensor | None = None,
+    edge_logits: torch.Tensor | None = None,
+    edge_target: torch.Tensor | None = None,
+    *,
+    seg_weight: torch.Tensor | None = None,
+    seg_ignore_index: int = 255,
+    label_smoothing: float = 0.0,
+    edge_ignore_index: int = 255,
+    edge_balanced: bool = True,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The segmentation loss and the K edge maps' losses of heads sharing one grid.
+
+    ``seg_logits`` [N, C, H, W] with ``seg_target`` [N, H, W]: the loss equals
+    ``seg_cross_entropy(seg_logits, seg_target, seg_weight, seg_ignore_index,
+    label_smoothing, reduction)``. ``edge_logits`` [N, K, H, W] with ``edge_target``
+    [N, H, W]: float32[K] whose k-th entry equals ``edge_bce(edge_logits[:, k], edge_target,
+    edge_ignore_index, edge_balanced, reduction)``. Either pair may be None (its result is
+    None). ``reduction``: ``mean`` or ``sum``. One kernel launch on the Triton backend.
+    """
+    check_reduction(reduction, ("mean", "sum"))
+    has_seg, has_edge = seg_logits is not None, edge_logits is not None
+    if not (has_seg or has_edge):
+        raise ValueError("dense_losses needs seg_logits or edge_logits")
+    if has_seg:
+        check_logits(seg_logits, "seg_logits")
+        if seg_logits.dim() < 3 or seg_target is None or tuple(seg_target.shape) != (
+                seg_logits.shape[0], *seg_logits.shape[2:]):
+            raise ValueError(f"seg_logits {tuple(seg_logits.shape)} must be [N, C, *spatial] "
+                             f"with seg_target [N, *spatial], got "
+                             f"{None if seg_target is None else tuple(seg_target.shape)}")
+    if has_edge:
+        check_logits(edge_logits, "edge_logits")
+        if edge_logits.dim() < 3 or edge_target is None or tuple(edge_target.shape) != (
+                edge_logits.shape[0], *edge_logits.shape[2:]):
+            raise ValueError(f"edge_logits {tuple(edge_logits.shape)} must be [N, K, *spatial] "
+                             f"with edge_target [N, *spatial], got "
+                             f"{None if edge_target is None else tuple(edge_target.shape)}")
+    if has_seg and has_edge and seg_target.shape != edge_target.shape:
+        raise ValueError(f"seg and edge heads must share one grid: seg target "
+                         f"{tuple(seg_target.shape)}, edge target {tuple(edge_target.shape)}")
+    if has_seg and seg_weight is not None and seg_weight.shape != (seg_logits.shape[1],):
+        raise ValueError(f"seg_weight must have one entry per class ({seg_logits.shape[1]})")
+    ref = seg_logits if has_seg else edge_logits
+    if resolve_backend(backend, ref) == "torch":
+        seg = edge = None
+        if has_seg:
+            seg = cross_entropy_reference(seg_logits, seg_target, seg_weight, seg_ignore_index,
+                                          label_smoothing, reduction)
+        if has_edge:
+            edge = edge_bce_maps(edge_logits, edge_target, edge_ignore_index, edge_balanced,
+                                 reduction, backend="torch")
+        return seg, edge
+    N = ref.shape[0]
+    seg_x = seg_t = edge_x = edge_t = None
+    if has_seg:
+        seg_x = seg_logits.contiguous().view(N, seg_logits.shape[1], -1)
+        seg_t = seg_target.contiguous().view(N, -1)
+    if has_edge:
+        edge_x = edge_logits.contiguous().view(N, edge_logits.shape[1], -1)
+        edge_t = edge_target.contiguous().view(N, -1)
+    seg_grad = has_seg and needs_grad(seg_logits)
+    edge_grad_on = has_edge and needs_grad(edge_logits)
+    return _DenseFn.apply(seg_x, seg_t, seg_weight, edge_x, edge_t, seg_ignore_index,
+                          edge_ignore_index, label_smoothing, edge_balanced, reduction,
+                          seg_grad, edge_grad_on)
