@@ -9,9 +9,9 @@ interpreting when a kernel is defined, so the variable must be set before ``impo
 
 Families:
     cross_entropy   ``seg_cross_entropy``: softmax CE over dense or plain logits
-    edge_bce        ``edge_bce``: HED's class-balanced binary cross-entropy
+    balanced_bce    ``edge_bce``: HED's class-balanced binary cross-entropy
     focal           ``sigmoid_focal_loss``: RetinaNet's focal loss (torchvision's formula)
-    dense_losses    ``dense_losses``: segmentation CE and K edge maps in one launch
+    multi_head      ``dense_losses``: segmentation CE and K edge maps in one launch
     combine         ``combine_losses``: fixed or uncertainty weighting of the task losses
 """
 
@@ -49,9 +49,9 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
 from kernels.cross_entropy import seg_cross_entropy  # noqa: E402
 
 __all__ = ["INTERPRET", "resolve_backend", "seg_cross_entropy", "triton_available"]
+from kernels.balanced_bce import edge_bce, edge_bce_maps  # noqa: E402
 from kernels.combine import combine_losses  # noqa: E402
-from kernels.dense_losses import dense_losses  # noqa: E402
-from kernels.edge_bce import edge_bce, edge_bce_maps  # noqa: E402
 from kernels.focal import sigmoid_focal_loss  # noqa: E402
+from kernels.multi_head import dense_losses  # noqa: E402
 
 __all__ += ["combine_losses", "dense_losses", "edge_bce", "edge_bce_maps", "sigmoid_focal_loss"]

@@ -93,7 +93,7 @@ def ce_block(
         mx = tl.where(mask_s, mx, 0.0)
         xs = x - mx[None, :]  # <= 0: sums of shifted logits cannot cancel catastrophically
         se = tl.sum(tl.exp(xs), 0)
-        is_t = offs_c[:, None] == t[None, :]
+        is_t = (offs_c[:, None] == t[None, :]) & m2
         xs_t = tl.sum(tl.where(is_t, xs, 0.0), 0)
         if HAS_WEIGHT:
             w_c = tl.load(weight_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
@@ -120,7 +120,7 @@ def ce_block(
             # Running sums are kept relative to the running max (online softmax).
             shift = tl.where(m == float("-inf"), 0.0, m - m_new)
             se = se * tl.exp(shift) + tl.sum(tl.exp(x - m_new[None, :]), 0)
-            x_t += tl.sum(tl.where(cc[:, None] == t[None, :], x, 0.0), 0)
+            x_t += tl.sum(tl.where((cc[:, None] == t[None, :]) & m2, x, 0.0), 0)
             if SMOOTH:
                 if HAS_WEIGHT:
                     w_c = tl.load(weight_ptr + cc, mask=cmask, other=0.0).to(tl.float32)

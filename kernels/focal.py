@@ -54,10 +54,10 @@ def _focal_kernel(
     p = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
     ce = tl.maximum(x, 0.0) - x * t + tl.log(1.0 + e)
     q = 1.0 - (p * t + (1.0 - p) * (1.0 - t))
-    # q^gamma and q^(gamma-1) through exp2/log2, with the limits at q = 0 written out (0, or 1
-    # for a zero exponent) because log2(0) = -inf.
-    lq = tl.log2(tl.maximum(q, 1e-38))
-    qg = tl.where(q > 0, tl.exp2(gamma * lq), tl.where(gamma == 0.0, 1.0, 0.0))
+    # q^gamma through exp2/log2 with q floored at 1e-30: q = 0 then gives 0 (or 1 for gamma = 0,
+    # as 0 ** 0 in PyTorch) without log2(0) = -inf, and the floor's error is below float32's.
+    lq = tl.log2(tl.maximum(q, 1e-30))
+    qg = tl.exp2(gamma * lq)
     loss = ce * qg
     if USE_ALPHA:
         a_t = alpha * t + (1.0 - alpha) * (1.0 - t)
@@ -67,8 +67,10 @@ def _focal_kernel(
     else:
         tl.store(partial_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), 0))
     if COMPUTE_GRAD:
-        qg1 = tl.where(q > 0, tl.exp2((gamma - 1.0) * lq), tl.where(gamma == 1.0, 1.0, 0.0))
-        d_focal = tl.where(gamma == 0.0, 0.0, gamma * qg1 * p * (1.0 - p) * (2.0 * t - 1.0))
+        # Where q = 0 with hard targets, p (1 - p) = 0 too, so the floored q^(gamma-1) is
+        # harmless even for gamma < 1.
+        qg1 = tl.exp2((gamma - 1.0) * lq)
+        d_focal = gamma * qg1 * p * (1.0 - p) * (2.0 * t - 1.0)
         g = (p - t) * qg - ce * d_focal
         if USE_ALPHA:
             g = a_t * g

@@ -76,6 +76,10 @@ SCHEMA: dict[str, Any] = {
         "backbone": Named(BACKBONES, {"name": "resnet18"}),
         "neck": Named(NECKS, {"name": "fpn"}, skip=("feature_info",), nullable=True),
         "heads": MapOf(Named(HEADS, skip=("feature_info",)), {}),
+        # Loss kernels: auto = Triton on CUDA, the PyTorch reference elsewhere.
+        "loss_backend": Field(STR, "auto", choices=("auto", "triton", "torch")),
+        # Score the seg and edge heads in one kernel launch (same values as separately).
+        "fuse_dense_losses": Field(BOOL, True),
     },
     "data": {
         "type": Field(STR, "mtvision"),

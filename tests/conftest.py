@@ -1,7 +1,12 @@
 """Shared fixtures: a tiny config of the demo model on a tiny generated shapes set."""
 
+import os
 import sys
 from pathlib import Path
+
+# Triton decides between compiling and interpreting when a kernel is defined: the variable must
+# be set before anything imports ``kernels``, so that the Triton path runs on the CPU in tests.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 

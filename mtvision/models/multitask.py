@@ -7,7 +7,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mtvision.models.heads.base import FeatureInfo, TaskHead
+from kernels import dense_losses
+from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
 from mtvision.registry import BACKBONES, HEADS, NECKS, ConfigError
 
 
@@ -17,16 +18,28 @@ class MultiTaskModel(nn.Module):
     ``forward`` returns the raw outputs of every head; ``losses`` and ``postprocess`` delegate
     to each head. ``extract`` and ``forward_heads`` split the two halves so a gradient balancer
     can differentiate with respect to the shared features.
+
+    ``loss_backend`` (``auto``, ``triton``, ``torch``) selects the loss kernels of every head;
+    with ``fuse_dense_losses`` a cross-entropy head and an edge head on one grid (seg and edge)
+    are scored by a single kernel launch (``kernels.dense_losses``), with the same values.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module | None,
-                 heads: dict[str, TaskHead]) -> None:
+                 heads: dict[str, TaskHead], loss_backend: str = "auto",
+                 fuse_dense_losses: bool = True) -> None:
         super().__init__()
         if not heads:
             raise ConfigError("model.heads is empty: a model needs at least one task head")
+        if loss_backend not in ("auto", "triton", "torch"):
+            raise ConfigError(f"model.loss_backend must be auto, triton or torch, got "
+                              f"{loss_backend!r}")
         self.backbone = backbone
         self.neck = neck
         self.heads = nn.ModuleDict(heads)
+        self.loss_backend = loss_backend
+        self.fuse_dense_losses = fuse_dense_losses
+        for head in heads.values():
+            head.loss_backend = loss_backend
 
     @property
     def task_names(self) -> list[str]:
@@ -54,11 +67,37 @@ class MultiTaskModel(nn.Module):
     def losses(self, outputs: dict[str, Any], targets: dict[str, Any],
                present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
         """Per task, its named loss components; tasks no image of the batch labels are left out."""
-        out = {}
-        for task, head in self.heads.items():
-            if task in outputs and task in present and bool(present[task].any()):
-                out[task] = head.loss(outputs[task], targets[task], present[task])
+        tasks = [t for t in self.heads if t in outputs and t in present
+                 and bool(present[t].any())]
+        out = self._fused_dense(tasks, outputs, targets, present) if self.fuse_dense_losses else {}
+        for task in tasks:
+            if task not in out:
+                out[task] = self.heads[task].loss(outputs[task], targets[task], present[task])
         return out
+
+    def _fused_dense(self, tasks: list[str], outputs: dict[str, Any], targets: dict[str, Any],
+                     present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+        """The losses of one cross-entropy head and one edge head sharing a grid, from one
+        ``dense_losses`` call; {} when the model has no such pair."""
+        dense: dict[str, DenseLoss] = {}
+        for t in tasks:
+            d = self.heads[t].dense_loss(outputs[t], targets[t], present[t])
+            if d is not None:
+                dense[t] = d
+        ce = [t for t, d in dense.items() if d.kind == "ce"]
+        bce = [t for t, d in dense.items() if d.kind == "bce"]
+        if not ce or not bce or dense[ce[0]].target.shape != dense[bce[0]].target.shape:
+            return {}
+        s, e = dense[ce[0]], dense[bce[0]]
+        seg_loss, edge_loss = dense_losses(
+            s.logits, s.target, e.logits, e.target,
+            seg_weight=s.options.get("weight"), seg_ignore_index=s.ignore_index,
+            label_smoothing=s.options.get("label_smoothing", 0.0),
+            edge_ignore_index=e.ignore_index, edge_balanced=e.options.get("balanced", True),
+            backend=self.loss_backend,
+        )
+        return {ce[0]: self.heads[ce[0]].loss_from_dense(seg_loss),
+                bce[0]: self.heads[bce[0]].loss_from_dense(edge_loss)}
 
     def postprocess(self, outputs: dict[str, Any], image_size: tuple[int, int]) -> dict[str, list]:
         return {t: self.heads[t].postprocess(o, image_size) for t, o in outputs.items()}
@@ -76,7 +115,8 @@ class MultiTaskModel(nn.Module):
 
 
 def build_model(cfg: dict[str, Any]) -> MultiTaskModel:
-    """Build from the ``model`` section: ``{"backbone": {...}, "neck": {...}, "heads": {...}}``."""
+    """Build from the ``model`` section: ``{"backbone": {...}, "neck": {...}, "heads": {...},
+    "loss_backend": ..., "fuse_dense_losses": ...}``."""
     backbone = BACKBONES.build(cfg["backbone"], "model.backbone")
     info: dict[str, FeatureInfo] = dict(backbone.feature_info)
     neck = None
@@ -92,4 +132,5 @@ def build_model(cfg: dict[str, Any]) -> MultiTaskModel:
                 f"put it under model.heads.{head.task}"
             )
         heads[task] = head
-    return MultiTaskModel(backbone, neck, heads)
+    return MultiTaskModel(backbone, neck, heads, loss_backend=cfg.get("loss_backend", "auto"),
+                          fuse_dense_losses=cfg.get("fuse_dense_losses", True))

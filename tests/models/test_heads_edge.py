@@ -1,4 +1,5 @@
-"""Tests of the HED edge head and its class-balanced BCE (mtvision.models.heads.edge)."""
+"""Tests of the HED edge head (mtvision.models.heads.edge); its loss kernel has
+tests/kernels/test_edge_bce.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from mtvision.models.heads import FeatureInfo, HEDEdgeHead, class_balanced_bce
+from kernels import edge_bce
+from mtvision.models.heads import FeatureInfo, HEDEdgeHead
 from mtvision.registry import HEADS, ConfigError
 
 STRIDES = {"c1": 2, "c2": 4, "c3": 8, "c4": 16, "c5": 32, "p2": 4, "p3": 8, "p4": 16, "p5": 32}
@@ -38,62 +40,6 @@ def random_edges(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     t = (torch.rand(batch, h, w, generator=g) < 0.15).long()
     t[torch.rand(batch, h, w, generator=g) < 0.1] = 255
     return t
-
-
-# ---------------------------------------------------------------- the loss function
-
-
-def test_class_balanced_bce_hand_computed() -> None:
-    # One 2x2 image, target [[1, 0], [0, 255]], logits 0: 3 valid pixels, 1 positive, 2 negative,
-    # beta = 2/3; every BCE term is ln 2, so the loss is (2/3 + 2 * 1/3) ln 2 / 3 = 4/9 ln 2.
-    target = torch.tensor([[[1, 0], [0, 255]]])
-    loss = class_balanced_bce(torch.zeros(1, 1, 2, 2), target)
-    assert loss.item() == pytest.approx(4 / 9 * math.log(2))
-
-    # Two 1x3 images.
-    # image 0: target [1, 0, 0], logits 0 -> beta = 2/3, sum = (2/3 + 1/3 + 1/3) ln 2 = 4/3 ln 2
-    # image 1: target [1, 0, 255], logits [ln 3, -ln 3, 7] -> beta = 1/2; the positive costs
-    #   -ln sigmoid(ln 3) = ln(4/3), the negative -ln(1 - sigmoid(-ln 3)) = ln(4/3), the
-    #   ignored pixel nothing: sum = ln(4/3).
-    # 5 non-ignored pixels in the batch.
-    target = torch.tensor([[[1, 0, 0]], [[1, 0, 255]]])
-    logits = torch.tensor([[[0.0, 0.0, 0.0]], [[math.log(3), -math.log(3), 7.0]]])
-    expected = (4 / 3 * math.log(2) + math.log(4 / 3)) / 5
-    assert class_balanced_bce(logits, target).item() == pytest.approx(expected)
-    # [B, 1, H, W] logits give the same.
-    assert class_balanced_bce(logits[:, None], target).item() == pytest.approx(expected)
-    # A custom ignore value.
-    t7 = target.clone()
-    t7[1, 0, 2] = 7
-    assert class_balanced_bce(logits, t7, ignore_index=7).item() == pytest.approx(expected)
-
-
-def test_class_balanced_bce_matches_pixel_loop() -> None:
-    g = torch.Generator().manual_seed(5)
-    logits = torch.randn(3, 1, 5, 6, generator=g) * 3
-    target = random_edges(3, 5, 6, seed=2)
-    target[2] = 255  # an all-ignored image contributes nothing
-    total, count = 0.0, 0
-    for n in range(3):
-        pixels = [(i, j) for i in range(5) for j in range(6) if target[n, i, j] != 255]
-        n_pos = sum(int(target[n, i, j] == 1) for i, j in pixels)
-        beta = (len(pixels) - n_pos) / max(len(pixels), 1)
-        for i, j in pixels:
-            p = 1 / (1 + math.exp(-logits[n, 0, i, j].item()))
-            if target[n, i, j] == 1:
-                total += -beta * math.log(p)
-            else:
-                total += -(1 - beta) * math.log(1 - p)
-        count += len(pixels)
-    assert class_balanced_bce(logits, target).item() == pytest.approx(total / count, rel=1e-5)
-
-
-def test_class_balanced_bce_all_ignored() -> None:
-    logits = torch.randn(2, 1, 4, 4, requires_grad=True)
-    loss = class_balanced_bce(logits, torch.full((2, 4, 4), 255))
-    assert loss.item() == 0.0
-    loss.backward()
-    assert torch.equal(logits.grad, torch.zeros_like(logits))
 
 
 # ---------------------------------------------------------------- the head
@@ -126,8 +72,8 @@ def test_loss_components_present_images_and_gradients() -> None:
     losses = head.loss(out, target, present)
     assert set(losses) == {"fuse", "sides"}
     sel = [0, 2]
-    fuse_ref = 2.0 * class_balanced_bce(out["fuse"][sel], target[sel])
-    sides_ref = 0.5 * sum(class_balanced_bce(s[sel], target[sel]) for s in out["sides"])
+    fuse_ref = 2.0 * edge_bce(out["fuse"][sel], target[sel], backend="torch")
+    sides_ref = 0.5 * sum(edge_bce(s[sel], target[sel], backend="torch") for s in out["sides"])
     assert losses["fuse"].item() == pytest.approx(fuse_ref.item(), rel=1e-6)
     assert losses["sides"].item() == pytest.approx(sides_ref.item(), rel=1e-6)
 

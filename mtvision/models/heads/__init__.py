@@ -3,18 +3,18 @@
 ``fcos`` (det), ``fpn_seg`` (seg), ``hed`` (edge), ``linear`` (cls).
 """
 
-from mtvision.models.heads.base import FeatureInfo, TaskHead
+from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
 from mtvision.models.heads.classification import LinearClsHead
 from mtvision.models.heads.detection import FCOSHead
-from mtvision.models.heads.edge import HEDEdgeHead, class_balanced_bce
+from mtvision.models.heads.edge import HEDEdgeHead
 from mtvision.models.heads.segmentation import FPNSegHead
 
 __all__ = [
+    "DenseLoss",
     "FCOSHead",
     "FPNSegHead",
     "FeatureInfo",
     "HEDEdgeHead",
     "LinearClsHead",
     "TaskHead",
-    "class_balanced_bce",
 ]

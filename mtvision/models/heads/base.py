@@ -27,6 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 
@@ -35,10 +36,41 @@ class FeatureInfo(NamedTuple):
     stride: int
 
 
+class DenseLoss(NamedTuple):
+    """A dense head's loss as the fused kernels take it (``kernels.dense_losses``).
+
+    ``kind``: ``"ce"`` (softmax cross-entropy, logits [B, C, H, W]) or ``"bce"`` (HED's
+    class-balanced BCE of K maps sharing one target, logits [B, K, H, W]); ``target`` [B, H, W]
+    with the images whose labels are absent set to ``ignore_index``; ``options``: that kernel's
+    keyword arguments (``weight``/``label_smoothing`` for ce, ``balanced`` for bce).
+    """
+
+    kind: str
+    logits: Tensor
+    target: Tensor
+    ignore_index: int
+    options: dict[str, Any]
+
+
 class TaskHead(nn.Module, ABC):
-    """Base class of task heads. Subclasses set ``task`` and implement the three methods."""
+    """Base class of task heads. Subclasses set ``task`` and implement the three methods.
+
+    ``loss_backend`` (``"auto"``, ``"triton"`` or ``"torch"``) selects the loss kernels; the
+    model sets it from ``model.loss_backend``. A dense head may also implement ``dense_loss`` and
+    ``loss_from_dense`` so that the model computes its loss together with the other dense
+    heads' in one kernel launch.
+    """
 
     task: ClassVar[str] = ""
+    loss_backend: str = "auto"
+
+    def dense_loss(self, outputs: Any, targets: Any, present: Tensor) -> DenseLoss | None:
+        """This head's loss in the fused kernels' terms, or None when it has none."""
+        return None
+
+    def loss_from_dense(self, values: Tensor) -> dict[str, Tensor]:
+        """The named loss components from the kernel's result for ``dense_loss``."""
+        raise TypeError(f"{type(self).__name__} has no dense loss")
 
     @abstractmethod
     def forward(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Any:
@@ -51,6 +83,13 @@ class TaskHead(nn.Module, ABC):
     @abstractmethod
     def postprocess(self, outputs: Any, image_size: tuple[int, int]) -> list[Any]:
         """Per-image predictions in the format documented above."""
+
+
+def mask_absent(target: Tensor, present: Tensor, ignore_index: int) -> Tensor:
+    """``target`` [B, ...] with the images not ``present`` set to ``ignore_index``: a loss
+    over every image then equals the loss over the present ones, without gathering logits."""
+    keep = torch.as_tensor(present, device=target.device).reshape(-1, *([1] * (target.dim() - 1)))
+    return torch.where(keep, target, torch.full_like(target, ignore_index))
 
 
 def select_features(features: dict[str, Tensor], names: list[str]) -> list[Tensor]:

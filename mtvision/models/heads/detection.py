@@ -23,9 +23,9 @@ from torchvision.ops import (
     batched_nms,
     clip_boxes_to_image,
     generalized_box_iou_loss,
-    sigmoid_focal_loss,
 )
 
+from kernels import sigmoid_focal_loss
 from mtvision.models.heads.base import (
     FeatureInfo,
     TaskHead,
@@ -252,7 +252,8 @@ class FCOSHead(TaskHead):
         self, outputs: dict[str, Any], targets: list[dict[str, Tensor]], present: Tensor
     ) -> dict[str, Tensor]:
         """FCOS loss over the images with ``present`` True (see the class docstring)."""
-        cls, box, ctr = outputs["cls"].float(), outputs["box"].float(), outputs["ctr"].float()
+        # The focal kernel reads low-precision logits itself; the rest is computed in float32.
+        cls, box, ctr = outputs["cls"], outputs["box"].float(), outputs["ctr"].float()
         idx = [int(i) for i in torch.as_tensor(present).reshape(-1).nonzero().reshape(-1)]
         if not idx:
             zero = (cls.sum() + box.sum() + ctr.sum()) * 0.0
@@ -272,8 +273,11 @@ class FCOSHead(TaskHead):
 
         pos = cls_t != self.num_classes
         num_pos = max(int(pos.sum()), 1)
-        onehot = F.one_hot(cls_t, self.num_classes + 1)[..., : self.num_classes].to(cls.dtype)
-        loss_cls = sigmoid_focal_loss(cls, onehot, alpha=0.25, gamma=2.0, reduction="sum") / num_pos
+        cls_logits = cls if cls.dtype in (torch.float16, torch.bfloat16) else cls.float()
+        onehot = F.one_hot(cls_t, self.num_classes + 1)[..., : self.num_classes]
+        onehot = onehot.to(cls_logits.dtype)
+        loss_cls = sigmoid_focal_loss(cls_logits, onehot, alpha=0.25, gamma=2.0, reduction="sum",
+                                      backend=self.loss_backend) / num_pos
 
         pts = points[None].expand(len(idx), -1, -1)[pos]
         pred_boxes = decode_ltrb(pts, box[pos])

@@ -15,35 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtvision.models.heads.base import FeatureInfo, TaskHead, check_in_features, select_features
+from kernels import edge_bce_maps
+from mtvision.models.heads.base import (
+    DenseLoss,
+    FeatureInfo,
+    TaskHead,
+    check_in_features,
+    mask_absent,
+    select_features,
+)
 from mtvision.registry import HEADS, ConfigError
-
-
-def class_balanced_bce(logits: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
-    """HED's class-balanced binary cross-entropy (Xie & Tu 2015, eq. 2).
-
-    For image n, ``beta_n = |Y-_n| / (|Y+_n| + |Y-_n|)`` over its non-ignored pixels; a positive
-    pixel weighs ``beta_n``, a negative ``1 - beta_n``, an ignored one 0. The weighted per-pixel
-    BCE-with-logits is summed and divided by the number of non-ignored pixels in the batch
-    (0, still attached to ``logits``, when there are none).
-
-    ``logits``: float[B, 1, H, W] or [B, H, W]; ``target``: [B, H, W] with 0 / 1 (any value
-    > 0 counts as edge) and ``ignore_index``.
-    """
-    logits = logits.float().reshape(target.shape)
-    valid = target != ignore_index
-    pos = valid & (target > 0)
-    neg = valid & ~pos
-    dims = tuple(range(1, target.dim()))
-    n_pos = pos.sum(dims).float()
-    n_neg = neg.sum(dims).float()
-    beta = n_neg / (n_pos + n_neg).clamp_min(1.0)
-    beta = beta.reshape(-1, *([1] * (target.dim() - 1)))
-    weight = torch.where(pos, beta, torch.zeros_like(beta)) + torch.where(
-        neg, 1.0 - beta, torch.zeros_like(beta)
-    )
-    bce = F.binary_cross_entropy_with_logits(logits, pos.float(), weight=weight, reduction="sum")
-    return bce / valid.sum().clamp_min(1)
 
 
 @HEADS.register("hed")
@@ -52,7 +33,8 @@ class HEDEdgeHead(TaskHead):
 
     ``forward`` returns ``{"sides": [float[B, 1, H, W] per in_feature], "fuse": float[B, 1, H,
     W]}`` (logits at the input size). Loss components: ``fuse`` (fuse_weight x class-balanced
-    BCE of the fused map) and ``sides`` (side_weight x the sum over side outputs).
+    BCE of the fused map) and ``sides`` (side_weight x the sum over side outputs), all maps
+    scored in one pass over the target by ``kernels.edge_bce_maps``.
     """
 
     task = "edge"
@@ -104,19 +86,28 @@ class HEDEdgeHead(TaskHead):
         ]
         return {"sides": sides, "fuse": self.fuse(torch.cat(sides, dim=1))}
 
+    def dense_loss(self, outputs: dict[str, Tensor], targets: Tensor,
+                   present: Tensor) -> DenseLoss:
+        fuse = outputs["fuse"]
+        # One [B, K+1, H, W] tensor so a single kernel scores every map; the copy is of
+        # single-channel maps, small next to the heads' activations.
+        maps = torch.cat([*outputs["sides"], fuse], dim=1)
+        target = mask_absent(targets.to(fuse.device), present, self.ignore_index)
+        return DenseLoss("bce", maps, target, self.ignore_index, {"balanced": True})
+
+    def loss_from_dense(self, values: Tensor) -> dict[str, Tensor]:
+        return {"fuse": self.fuse_weight * values[-1],
+                "sides": self.side_weight * values[:-1].sum()}
+
     def loss(
         self, outputs: dict[str, Tensor], targets: Tensor, present: Tensor
     ) -> dict[str, Tensor]:
-        """Class-balanced BCE of the fused and side outputs over the present images."""
-        fuse = outputs["fuse"]
-        sel = torch.as_tensor(present, device=fuse.device).reshape(-1).nonzero().reshape(-1)
-        target = targets.to(fuse.device)[sel]
-        loss_fuse = class_balanced_bce(fuse[sel], target, self.ignore_index)
-        loss_sides = sum(
-            (class_balanced_bce(s[sel], target, self.ignore_index) for s in outputs["sides"]),
-            torch.zeros((), device=fuse.device),
-        )
-        return {"fuse": self.fuse_weight * loss_fuse, "sides": self.side_weight * loss_sides}
+        """Class-balanced BCE (HED eq. 2, ``kernels.edge_bce``) of the fused and side outputs
+        over the present images."""
+        d = self.dense_loss(outputs, targets, present)
+        return self.loss_from_dense(edge_bce_maps(
+            d.logits, d.target, ignore_index=d.ignore_index, backend=self.loss_backend,
+            **d.options))
 
     @torch.no_grad()
     def postprocess(self, outputs: dict[str, Tensor], image_size: tuple[int, int]) -> list[Tensor]:

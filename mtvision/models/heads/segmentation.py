@@ -16,11 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernels import seg_cross_entropy
 from mtvision.models.heads.base import (
+    DenseLoss,
     FeatureInfo,
     TaskHead,
     check_in_features,
     group_norm,
+    mask_absent,
     select_features,
 )
 from mtvision.registry import HEADS, ConfigError
@@ -31,7 +34,8 @@ class FPNSegHead(TaskHead):
     """Panoptic-FPN semantic head.
 
     ``forward`` returns logits float[B, num_classes, H, W] at the input size. Loss component:
-    ``ce`` (cross-entropy over the present images' non-ignored pixels, optionally class-weighted).
+    ``ce`` (cross-entropy over the present images' non-ignored pixels, optionally class-weighted
+    and label-smoothed), computed by the fused kernel ``kernels.seg_cross_entropy``.
     """
 
     task = "seg"
@@ -44,6 +48,7 @@ class FPNSegHead(TaskHead):
         channels: int = 64,
         ignore_index: int = 255,
         class_weights: Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         self.in_features = list(in_features)
@@ -52,8 +57,12 @@ class FPNSegHead(TaskHead):
             raise ConfigError(f"head 'fpn_seg': num_classes must be >= 1, got {num_classes}")
         if not self.in_features:
             raise ConfigError("head 'fpn_seg': in_features is empty")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ConfigError(f"head 'fpn_seg': label_smoothing must be in [0, 1], got "
+                              f"{label_smoothing}")
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
+        self.label_smoothing = float(label_smoothing)
         strides = [feature_info[n].stride for n in self.in_features]
         finest = min(strides)
         self.finest = strides.index(finest)
@@ -110,28 +119,26 @@ class FPNSegHead(TaskHead):
         logits = self.predictor(out)
         return F.interpolate(logits, size=tuple(image_size), mode="bilinear", align_corners=False)
 
-    def loss(self, outputs: Tensor, targets: Tensor, present: Tensor) -> dict[str, Tensor]:
-        """``ce``: mean cross-entropy over non-ignored pixels of present images (weighted mean
-        with ``class_weights``); 0 when every pixel is ignored."""
-        sel = torch.as_tensor(present, device=outputs.device).reshape(-1).nonzero().reshape(-1)
-        logits = outputs[sel].float()
-        target = targets.to(outputs.device)[sel].long()
+    def dense_loss(self, outputs: Tensor, targets: Tensor, present: Tensor) -> DenseLoss:
+        target = mask_absent(targets.to(outputs.device), present, self.ignore_index)
+        logits = outputs
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(
                 logits, size=target.shape[-2:], mode="bilinear", align_corners=False
             )
-        weight = self.class_weights
-        total = F.cross_entropy(
-            logits, target, weight=weight, ignore_index=self.ignore_index, reduction="sum"
-        )
-        # The normaliser of reduction="mean", computed here so that an all-ignored batch gives
-        # 0 (still attached to the graph) instead of 0 / 0.
-        valid = target != self.ignore_index
-        if weight is None:
-            denom = valid.sum().to(total.dtype)
-        else:
-            denom = weight[target[valid]].sum()
-        return {"ce": total / denom.clamp_min(1e-12)}
+        return DenseLoss("ce", logits, target, self.ignore_index,
+                         {"weight": self.class_weights, "label_smoothing": self.label_smoothing})
+
+    def loss_from_dense(self, values: Tensor) -> dict[str, Tensor]:
+        return {"ce": values}
+
+    def loss(self, outputs: Tensor, targets: Tensor, present: Tensor) -> dict[str, Tensor]:
+        """``ce``: mean cross-entropy over non-ignored pixels of present images (weighted mean
+        with ``class_weights``); 0 when every pixel is ignored."""
+        d = self.dense_loss(outputs, targets, present)
+        return self.loss_from_dense(seg_cross_entropy(
+            d.logits, d.target, ignore_index=d.ignore_index, backend=self.loss_backend,
+            **d.options))
 
     @torch.no_grad()
     def postprocess(self, outputs: Tensor, image_size: tuple[int, int]) -> list[Tensor]:

@@ -16,6 +16,13 @@ import triton.language as tl
 
 from kernels import resolve_backend
 from kernels._common import check_logits, check_reduction, needs_grad
+from kernels.balanced_bce import (
+    edge_bce_maps,
+    edge_block,
+    edge_block_pixels,
+    edge_finish,
+    edge_grad,
+)
 from kernels.cross_entropy import (
     ce_block,
     ce_block_pixels,
@@ -24,7 +31,6 @@ from kernels.cross_entropy import (
     ce_tile_config,
     cross_entropy_reference,
 )
-from kernels.edge_bce import edge_bce_maps, edge_block, edge_block_pixels, edge_finish, edge_grad
 
 
 @triton.jit
