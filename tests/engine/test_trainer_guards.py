@@ -38,8 +38,9 @@ def test_nonfinite_loss_skips_then_stops(tiny_cfg, tmp_path, monkeypatch):
     cfg = {**tiny_cfg, "train": {**tiny_cfg["train"], "max_nonfinite_steps": 3}}
     tr = Trainer(cfg, tmp_path, progress=False)
     head = tr.model.heads["seg"]
-    real = head.loss
-    monkeypatch.setattr(head, "loss", lambda *a: {"ce": real(*a)["ce"] * math.nan})
+    # Both the per-head and the fused seg+edge loss paths end in loss_from_dense.
+    real = head.loss_from_dense
+    monkeypatch.setattr(head, "loss_from_dense", lambda v: {"ce": real(v)["ce"] * math.nan})
     batch = batch_of(tr)
     before = params(tr)
     with pytest.warns(UserWarning, match="non-finite loss in task\\(s\\) seg"):
