@@ -93,8 +93,8 @@ def combine_losses(
     for name, v in (("weights", weights), ("log_vars", log_vars)):
         if v is not None and v.shape != losses.shape:
             raise ValueError(f"{name} must have shape {tuple(losses.shape)}, got {tuple(v.shape)}")
+    if weights is not None:
+        weights = weights.detach()  # constants: a method that learns weights uses log_vars
     if resolve_backend(backend, losses) == "torch":
         return combine_losses_reference(losses, weights, log_vars)
-    if weights is not None:
-        weights = weights.detach()
     return _CombineFn.apply(losses, weights, log_vars)

@@ -13,7 +13,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
+
+from kernels import combine_losses
 
 
 class Balancer(nn.Module, ABC):
@@ -41,6 +44,11 @@ class Balancer(nn.Module, ABC):
         ``scale`` is the AMP loss scaler's ``scale`` (identity without AMP).
         """
         w = self.weights(losses)
-        total = sum(w[t] * losses[t] for t in losses)
+        tasks = list(losses)
+        stacked = torch.stack([losses[t].float().reshape(()) for t in tasks])
+        weights = torch.stack([torch.as_tensor(w[t], dtype=torch.float32, device=stacked.device)
+                               .reshape(()) for t in tasks])
+        # One fused launch on the GPU instead of a multiply and an add per task.
+        total = combine_losses(stacked, weights)
         scale(total).backward()
-        return {t: float(w[t]) for t in losses}
+        return {t: float(w[t]) for t in tasks}
