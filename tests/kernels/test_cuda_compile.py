@@ -50,7 +50,12 @@ CASES = {
     "ce_looped": (_ce_kernel, CE, dict(
         HAS_WEIGHT=True, SMOOTH=True, COMPUTE_GRAD=True, PER_PIXEL=True, SINGLE_TILE=False,
         BLOCK_C=32, BLOCK_P=128)),
+    "ce_eval": (_ce_kernel, CE, dict(
+        HAS_WEIGHT=False, SMOOTH=False, COMPUTE_GRAD=False, PER_PIXEL=True, SINGLE_TILE=True,
+        BLOCK_C=1, BLOCK_P=1024)),
     "edge": (_edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=True, PER_PIXEL=True, BLOCK_P=1024)),
+    "edge_eval": (_edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=False, PER_PIXEL=False,
+                                               BLOCK_P=1024)),
     "focal": (_focal_kernel, {"x_ptr": "*bf16", "t_ptr": "*bf16", "grad_ptr": "*bf16",
                               "loss_ptr": "*fp32", "partial_ptr": "*fp32", "M": "i32",
                               "alpha": "fp32", "gamma": "fp32"},
@@ -63,6 +68,14 @@ CASES = {
         "eps_over_c": "fp32"}, dict(
         HAS_SEG=True, HAS_EDGE=True, HAS_WEIGHT=False, SMOOTH=False, SEG_GRAD=True,
         EDGE_GRAD=True, SINGLE_TILE=True, BLOCK_C=32, BLOCK_P=128)),
+    "seg_only_looped": (_dense_kernel, {
+        "seg_ptr": "*fp32", "seg_t_ptr": "*i64", "weight_ptr": "*fp32", "seg_grad_ptr": "*fp32",
+        "seg_partial_ptr": "*fp32", "edge_ptr": "*fp32", "edge_t_ptr": "*fp32",
+        "edge_grad_ptr": "*fp32", "edge_partial_ptr": "*fp32", "S": "i32", "C": "i32",
+        "K": "i32", "seg_ignore": "i32", "edge_ignore": "i32", "one_minus_eps": "fp32",
+        "eps_over_c": "fp32"}, dict(
+        HAS_SEG=True, HAS_EDGE=False, HAS_WEIGHT=True, SMOOTH=True, SEG_GRAD=True,
+        EDGE_GRAD=False, SINGLE_TILE=False, BLOCK_C=32, BLOCK_P=128)),
     "combine": (_combine_kernel, {"l_ptr": "*fp32", "w_ptr": "*fp32", "s_ptr": "*fp32",
                                   "out_ptr": "*fp32", "dl_ptr": "*fp32", "ds_ptr": "*fp32",
                                   "T": "i32"}, dict(HAS_W=True, UNCERTAINTY=True, BLOCK=4)),
