@@ -1,0 +1,4 @@
+"""Benchmarks behind ``tools/benchmark.py``, one module per subcommand.
+
+    kernels     the fused Triton losses of ``kernels/`` against the plain-PyTorch losses
+"""
