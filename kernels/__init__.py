@@ -13,6 +13,7 @@ Families:
     focal           ``sigmoid_focal_loss``: RetinaNet's focal loss (torchvision's formula)
     multi_head      ``dense_losses``: segmentation CE and K edge maps in one launch
     combine         ``combine_losses``: fixed or uncertainty weighting of the task losses
+    gram            ``gram``, ``weighted_rows``, ``graddrop``: the task-gradient matrix
 """
 
 from __future__ import annotations
@@ -55,3 +56,6 @@ from kernels.focal import sigmoid_focal_loss  # noqa: E402
 from kernels.multi_head import dense_losses  # noqa: E402
 
 __all__ += ["combine_losses", "dense_losses", "edge_bce", "edge_bce_maps", "sigmoid_focal_loss"]
+from kernels.gram import graddrop, gram, weighted_rows  # noqa: E402
+
+__all__ += ["graddrop", "gram", "weighted_rows"]

@@ -23,6 +23,7 @@ from kernels.balanced_bce import _edge_bce_kernel
 from kernels.combine import _combine_kernel
 from kernels.cross_entropy import _ce_kernel
 from kernels.focal import _focal_kernel
+from kernels.gram import _graddrop_kernel, _gram_kernel, _weighted_rows_kernel
 from kernels.multi_head import _dense_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,12 @@ def compile_ptx(kernel, types: dict[str, str], constexprs: dict[str, object]) ->
 CE = {"logits_ptr": "*bf16", "target_ptr": "*i64", "weight_ptr": "*fp32", "grad_ptr": "*bf16",
       "loss_ptr": "*fp32", "partial_ptr": "*fp32", "S": "i32", "C": "i32",
       "ignore_index": "i32", "one_minus_eps": "fp32", "eps_over_c": "fp32"}
+GRAM = {"g_ptr": "*bf16", "partial_ptr": "*fp32", "T": "i32", "P": "i64", "stride_t": "i64",
+        "chunks_per_program": "i32"}
+ROWS = {"g_ptr": "*bf16", "w_ptr": "*fp32", "out_ptr": "*bf16", "T": "i32", "P": "i64",
+        "stride_t": "i64", "stride_out": "i64"}
+DROP = {"g_ptr": "*bf16", "u_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "P": "i64",
+        "stride_t": "i64", "eps": "fp32"}
 EDGE = {"logits_ptr": "*fp16", "target_ptr": "*i64", "grad_ptr": "*fp16", "loss_ptr": "*fp32",
         "partial_ptr": "*fp32", "S": "i32", "K": "i32", "ignore_index": "i32"}
 
@@ -79,6 +86,16 @@ CASES = {
     "combine": (_combine_kernel, {"l_ptr": "*fp32", "w_ptr": "*fp32", "s_ptr": "*fp32",
                                   "out_ptr": "*fp32", "dl_ptr": "*fp32", "ds_ptr": "*fp32",
                                   "T": "i32"}, dict(HAS_W=True, UNCERTAINTY=True, BLOCK=4)),
+    "gram_bf16": (_gram_kernel, GRAM, dict(UPCAST=False, PRECISION="ieee", T_PAD=16,
+                                           BLOCK_P=256)),
+    "gram_fp32": (_gram_kernel, {**GRAM, "g_ptr": "*fp32"}, dict(
+        UPCAST=False, PRECISION="ieee", T_PAD=16, BLOCK_P=256)),
+    "weighted_rows_bf16": (_weighted_rows_kernel, ROWS, dict(BLOCK_T=16, BLOCK_P=256)),
+    "weighted_rows_fp32": (_weighted_rows_kernel, {**ROWS, "g_ptr": "*fp32", "out_ptr": "*fp32"},
+                           dict(BLOCK_T=4, BLOCK_P=1024)),
+    "graddrop_bf16": (_graddrop_kernel, DROP, dict(BLOCK_T=16, BLOCK_P=256)),
+    "graddrop_fp32": (_graddrop_kernel, {**DROP, "g_ptr": "*fp32"}, dict(BLOCK_T=4,
+                                                                         BLOCK_P=1024)),
 }
 
 

@@ -1,0 +1,281 @@
+"""Kernels over the task-gradient matrix ``G`` (``T x P``: row i is the gradient of task i's
+loss with respect to the shared parameters), for gradient balancing.
+
+G is the largest tensor gradient balancing touches (P up to ~1e8, T up to ~16), so every
+kernel here is bound by the bytes it moves and reads G exactly once, accumulating in float32
+whatever G's dtype (float32, float16 or bfloat16; rows must be contiguous, a row stride is
+allowed):
+
+``gram(G)``
+    ``S = G G^T`` (float32 ``[T, T]``), ``S_ik = sum_j G_ij G_kj``: the inner products that
+    MGDA, PCGrad, CAGrad and friends need. Split-K over P: each program walks its contiguous
+    share of the columns in ``[T_PAD, BLOCK_P]`` tiles, loads each tile once and accumulates
+    ``tile @ tile^T`` (``tl.dot``, tensor cores for 16-bit G, IEEE float32 for float32 G) into
+    a ``[T_PAD, T_PAD]`` float32 accumulator, then writes one partial ``T x T``. The partials
+    (a few hundred KiB at most) are summed afterwards in a fixed order: deterministic, no
+    atomics. Bytes moved: G once, plus the partials.
+``weighted_rows(w, G, out=None)``
+    ``r_j = sum_i w_i G_ij``: the combined gradient. Each program loads a ``[T, BLOCK_P]``
+    tile, reduces it over the tasks in registers and stores ``BLOCK_P`` results straight into
+    ``out`` in ``out``'s dtype (the trainer passes the flat ``.grad`` buffer of the shared
+    parameters). Bytes moved: G once, ``out`` written once, nothing in between.
+``graddrop(G, u=None, generator=None)``
+    GradDrop (Chen et al., "Just Pick a Sign: Optimizing Deep Multitask Models with Gradient
+    Sign Dropout", NeurIPS 2020). Per coordinate j::
+
+        purity_j = 0.5 * (1 + sum_i G_ij / (sum_i |G_ij| + 1e-12))
+        r_j = sum_i G_ij * [(u_j < purity_j and G_ij > 0) or (u_j > purity_j and G_ij < 0)]
+
+    with ``u_j ~ U(0, 1)``. Both sums and the selection need every task's value of column j,
+    so each program holds its ``[T, BLOCK_P]`` tile in registers: G is read once, ``u`` read
+    once, ``r`` written once.
+
+Random numbers of ``graddrop``: ``u`` is always a float32 tensor, either given or drawn with
+``torch.rand(P, generator=generator, device=G.device)``, and the kernel reads it. Drawing
+inside the kernel (``tl.rand``) would save writing and reading 4 bytes per coordinate, but the
+CPU reference would then have to reproduce Triton's Philox stream; with a materialised ``u``
+both backends give the same result for the same generator state, which is what makes the two
+paths interchangeable and testable.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import INTERPRET, resolve_backend
+from kernels._common import check_logits, next_pow2, pixel_block
+
+# tl.dot needs every dimension >= 16 on the GPU: fewer tasks are padded with masked rows, which
+# cost MMA work but no memory traffic.
+MIN_DOT_DIM = 16
+# About this many G elements in registers per program on the GPU.
+TILE_ELEMENTS = 4096
+# Split-K programs per SM for gram, and the fewest column chunks a program should walk so
+# that writing its T x T partial stays small next to the G bytes it reads.
+PROGRAMS_PER_SM = 4
+MIN_CHUNKS_PER_PROGRAM = 4
+# Split-K programs under the interpreter, where each one costs a Python round.
+INTERPRET_PROGRAMS = 2
+EPS = 1e-12
+
+
+# ---------------------------------------------------------------- PyTorch references
+def gram_reference(G: torch.Tensor) -> torch.Tensor:
+    """``G.float() @ G.float().T``."""
+    Gf = G.float()
+    return Gf @ Gf.T
+
+
+def weighted_rows_reference(w: torch.Tensor, G: torch.Tensor,
+                            out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_i w_i G_i`` in float32, copied into ``out`` (and returned) when given."""
+    r = w.to(device=G.device, dtype=torch.float32) @ G.float()
+    if out is None:
+        return r
+    return out.copy_(r)
+
+
+def graddrop_reference(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """GradDrop of ``G`` with the uniform numbers ``u`` (float32 ``[P]``), in float32."""
+    Gf = G.float()
+    u = u.to(device=G.device, dtype=torch.float32)
+    purity = 0.5 * (1.0 + Gf.sum(0) / (Gf.abs().sum(0) + EPS))
+    keep = ((u < purity) & (Gf > 0)) | ((u > purity) & (Gf < 0))
+    return torch.where(keep, Gf, torch.zeros_like(Gf)).sum(0)
+
+
+# ---------------------------------------------------------------- Triton
+@triton.jit
+def _gram_kernel(
+    g_ptr, partial_ptr, T, P, stride_t, chunks_per_program,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr, T_PAD: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_t = tl.arange(0, T_PAD)
+    mask_t = offs_t < T
+    rows = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t
+    offs_k = tl.arange(0, BLOCK_P)
+    first = pid.to(tl.int64) * chunks_per_program * BLOCK_P
+    acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
+    for k in range(0, chunks_per_program):
+        offs_p = first + k * BLOCK_P + offs_k
+        m2 = mask_t[:, None] & (offs_p < P)[None, :]
+        tile = tl.load(rows + offs_p[None, :], mask=m2, other=0.0)
+        if UPCAST:
+            tile = tile.to(tl.float32)
+        acc = tl.dot(tile, tl.trans(tile), acc, input_precision=PRECISION)
+    out = partial_ptr + pid.to(tl.int64) * T * T + offs_t[:, None] * T + offs_t[None, :]
+    tl.store(out, acc, mask=mask_t[:, None] & mask_t[None, :])
+
+
+@triton.jit
+def _weighted_rows_kernel(
+    g_ptr, w_ptr, out_ptr, T, P, stride_t, stride_out,
+    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < P
+    offs_t = tl.arange(0, BLOCK_T)
+    mask_t = offs_t < T
+    ptrs = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t + offs_p[None, :]
+    g = tl.load(ptrs, mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+    r = tl.sum(w[:, None] * g, 0)
+    tl.store(out_ptr + offs_p * stride_out, r.to(out_ptr.dtype.element_ty), mask=mask_p)
+
+
+@triton.jit
+def _graddrop_kernel(
+    g_ptr, u_ptr, out_ptr, T, P, stride_t, eps,
+    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < P
+    offs_t = tl.arange(0, BLOCK_T)
+    mask_t = offs_t < T
+    ptrs = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t + offs_p[None, :]
+    g = tl.load(ptrs, mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)
+    total = tl.sum(g, 0)
+    mass = tl.sum(tl.abs(g), 0)
+    # div_rn: IEEE-rounded like torch's division, so u_j lands on the same side of purity_j.
+    purity = 0.5 * (1.0 + tl.math.div_rn(total, mass + eps))
+    u = tl.load(u_ptr + offs_p, mask=mask_p, other=0.0)
+    keep = (((u < purity)[None, :] & (g > 0.0))
+            | ((u > purity)[None, :] & (g < 0.0)))
+    r = tl.sum(tl.where(keep, g, 0.0), 0)
+    tl.store(out_ptr + offs_p, r, mask=mask_p)
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def gram_config(T: int, P: int, device: torch.device, block_p: int | None = None,
+                programs: int | None = None) -> tuple[int, int, int, int]:
+    """(T_PAD, BLOCK_P, programs, chunks per program) of ``gram`` for a ``T x P`` matrix
+    (P > 0). ``block_p`` / ``programs`` override the choice (tests use them to make programs
+    walk several chunks)."""
+    t_pad = max(MIN_DOT_DIM, next_pow2(T))
+    if block_p is None:
+        block_p = max(MIN_DOT_DIM, pixel_block(P, INTERPRET, limit=TILE_ELEMENTS // t_pad))
+    n_chunks = triton.cdiv(P, block_p)
+    if programs is None:
+        if INTERPRET or device.type != "cuda":
+            target = INTERPRET_PROGRAMS
+        else:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            target = PROGRAMS_PER_SM * _sm_count(index)
+        programs = min(target, n_chunks // MIN_CHUNKS_PER_PROGRAM)
+    per_program = triton.cdiv(n_chunks, max(1, min(programs, n_chunks)))
+    # Programs that would get no chunk are dropped, so that every partial is written.
+    return t_pad, block_p, triton.cdiv(n_chunks, per_program), per_program
+
+
+def gram_launch(G: torch.Tensor, block_p: int | None = None,
+                programs: int | None = None) -> torch.Tensor:
+    """``G G^T`` of a ``[T, P]`` matrix (P > 0) with unit column stride."""
+    T, P = G.shape
+    t_pad, block_p, programs, per_program = gram_config(T, P, G.device, block_p, programs)
+    partial = torch.empty((programs, T, T), device=G.device, dtype=torch.float32)
+    _gram_kernel[(programs,)](
+        G, partial, T, P, G.stride(0), per_program,
+        # The interpreter multiplies bfloat16 tiles as their raw uint16 bits: upcast there.
+        UPCAST=INTERPRET and G.dtype == torch.bfloat16,
+        PRECISION="ieee", T_PAD=t_pad, BLOCK_P=block_p,
+    )
+    return partial.sum(0)
+
+
+def rows_block(T: int, P: int) -> tuple[int, int]:
+    """(BLOCK_T, BLOCK_P) of the row-combining kernels for a ``T x P`` matrix."""
+    block_t = next_pow2(T)
+    return block_t, pixel_block(P, INTERPRET, limit=max(32, TILE_ELEMENTS // block_t))
+
+
+# ---------------------------------------------------------------- public functions
+def _check_matrix(G: torch.Tensor) -> torch.Tensor:
+    """G as a [T, P] matrix with unit column stride (a copy only when it has none)."""
+    if G.dim() != 2:
+        raise ValueError(f"G must be a [T, P] matrix, got shape {tuple(G.shape)}")
+    check_logits(G, "G")
+    if G.shape[0] < 1:
+        raise ValueError("G must have at least one row")
+    return G if G.stride(1) == 1 or G.shape[1] <= 1 else G.contiguous()
+
+
+def gram(G: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """The Gram matrix ``G.float() @ G.float().T`` of the task gradients ``G`` (``[T, P]``):
+    float32 ``[T, T]``, accumulated in float32 in one pass over G.
+
+    ``backend``: ``"auto"`` (Triton for CUDA tensors), ``"triton"`` or ``"torch"``.
+    """
+    G = _check_matrix(G)
+    if resolve_backend(backend, G) == "torch" or G.shape[1] == 0:
+        return gram_reference(G)
+    return gram_launch(G)
+
+
+def weighted_rows(w: torch.Tensor, G: torch.Tensor, out: torch.Tensor | None = None,
+                  backend: str = "auto") -> torch.Tensor:
+    """``sum_i w_i G_i`` over the rows of ``G`` (``[T, P]``) with float32 weights ``w``
+    (``[T]``), computed in float32 in one pass over G.
+
+    Written into ``out`` when given (a 1-D tensor of P elements of any float dtype on G's
+    device, e.g. the flat gradient buffer of the shared parameters) and returned; otherwise a
+    new float32 tensor. ``out`` may be a row of G: each column is read before it is written.
+    """
+    G = _check_matrix(G)
+    T, P = G.shape
+    if w.shape != (T,):
+        raise ValueError(f"w must have one weight per row of G ({T}), got shape "
+                         f"{tuple(w.shape)}")
+    if out is not None:
+        if out.dim() != 1 or out.numel() != P:
+            raise ValueError(f"out must be a 1-D tensor of {P} elements, got shape "
+                             f"{tuple(out.shape)}")
+        if not out.dtype.is_floating_point:
+            raise TypeError(f"out must have a float dtype, got {out.dtype}")
+        if out.device != G.device:
+            raise ValueError(f"out is on {out.device}, G on {G.device}")
+    if resolve_backend(backend, G) == "torch" or P == 0:
+        return weighted_rows_reference(w, G, out)
+    w = w.to(device=G.device, dtype=torch.float32).contiguous()
+    if out is None:
+        out = torch.empty(P, device=G.device, dtype=torch.float32)
+    block_t, block_p = rows_block(T, P)
+    _weighted_rows_kernel[(triton.cdiv(P, block_p),)](
+        G, w, out, T, P, G.stride(0), out.stride(0), BLOCK_T=block_t, BLOCK_P=block_p)
+    return out
+
+
+def graddrop(G: torch.Tensor, u: torch.Tensor | None = None,
+             generator: torch.Generator | None = None, backend: str = "auto") -> torch.Tensor:
+    """GradDrop of the task gradients ``G`` (``[T, P]``): float32 ``[P]`` (formula in the
+    module docstring), in one pass over G.
+
+    ``u``: the float32 ``[P]`` uniform numbers; when None they are drawn with
+    ``torch.rand(P, generator=generator, device=G.device)``, so both backends give the same
+    result for the same generator state.
+    """
+    G = _check_matrix(G)
+    T, P = G.shape
+    if u is None:
+        u = torch.rand(P, generator=generator, device=G.device)
+    elif u.shape != (P,):
+        raise ValueError(f"u must have one number per column of G ({P}), got shape "
+                         f"{tuple(u.shape)}")
+    if resolve_backend(backend, G) == "torch" or P == 0:
+        return graddrop_reference(G, u)
+    u = u.to(device=G.device, dtype=torch.float32).contiguous()
+    out = torch.empty(P, device=G.device, dtype=torch.float32)
+    block_t, block_p = rows_block(T, P)
+    _graddrop_kernel[(triton.cdiv(P, block_p),)](
+        G, u, out, T, P, G.stride(0), EPS, BLOCK_T=block_t, BLOCK_P=block_p)
+    return out
