@@ -2,6 +2,8 @@
 
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.fixed import FixedWeights
+from mtvision.balancing.functional import aggregate
+from mtvision.balancing.gradient import GradientBalancer
 from mtvision.registry import BALANCERS
 
 
@@ -10,4 +12,4 @@ def build_balancer(cfg: dict, tasks: list[str]) -> Balancer:
     return BALANCERS.build(cfg, "balancer", tasks=tasks)
 
 
-__all__ = ["Balancer", "FixedWeights", "build_balancer"]
+__all__ = ["Balancer", "FixedWeights", "GradientBalancer", "aggregate", "build_balancer"]

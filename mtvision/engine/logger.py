@@ -99,6 +99,39 @@ def plot_training_curves(jsonl: str | os.PathLike, out_png: str | os.PathLike) -
     axes[1].set(xlabel="iteration", ylabel="value", title="validation metrics", ylim=(0, 1))
     if evals:
         axes[1].legend(fontsize=7)
+    return _save_figure(fig, out_png)
+
+
+def plot_task_interference(jsonl: str | os.PathLike, out_png: str | os.PathLike) -> Path | None:
+    """Pairwise cosine similarities of the task gradients (below 0: the tasks conflict) and
+    each task's weight against iteration; None when the run logged no gradient statistics
+    (a loss-based balancer)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in read_jsonl(jsonl) if r.get("type") == "train"]
+    if not any(r.get("cos") for r in train):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "cos", "task-gradient cosine similarity"),
+                           (axes[1], "weights", "task weights")):
+        for name in sorted({k for r in train for k in r.get(key, {})}):
+            pts = [(r["iter"], r[key][name]) for r in train if name in r.get(key, {})]
+            pts = [p for p in pts if math.isfinite(p[1])]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name.replace("|", " / "))
+        ax.set(xlabel="iteration", title=title)
+        ax.legend(fontsize=7)
+    axes[0].axhline(0.0, color="grey", lw=0.8, ls="--")
+    axes[0].set(ylim=(-1, 1), ylabel="cosine")
+    return _save_figure(fig, out_png)
+
+
+def _save_figure(fig: Any, out_png: str | os.PathLike) -> Path:
+    """Write ``fig`` atomically (a temp file, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png = Path(out_png)
     tmp = out_png.with_name(f".{out_png.stem}.tmp.png")

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from mtvision.balancing import build_balancer
+from mtvision.balancing.task_gradients import FeatureCut, pairwise_cosines
 from mtvision.config import save_config
 from mtvision.data.build import (
     build_dataset,
@@ -29,7 +30,7 @@ from mtvision.data.io import write_json_atomic
 from mtvision.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mtvision.engine.device import resolve_device
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
-from mtvision.engine.logger import RunLogger, plot_training_curves
+from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
 from mtvision.models import MultiTaskModel, build_model
 from mtvision.registry import ConfigError
 
@@ -222,7 +223,12 @@ class Trainer:
         images = batch["images"].contiguous(memory_format=self.memory_format)
         with ctx:
             feats = self.model.extract(images)
-            outputs = self.model.forward_heads(feats, (images.shape[-2], images.shape[-1]))
+            head_feats, cut = feats, None
+            if self.balancer.requires == "feature":
+                # The heads run on detached copies, so each task's backward stops at the
+                # shared features and one backward through the backbone follows.
+                cut, head_feats = FeatureCut.of(feats, self.model.head_inputs())
+            outputs = self.model.forward_heads(head_feats, (images.shape[-2], images.shape[-1]))
             comps = self.model.losses(outputs, batch["targets"], batch["present"])
         task_losses = {t: sum(c.float() for c in parts.values()) for t, parts in comps.items()}
         self.optimizer.zero_grad(set_to_none=True)
@@ -232,8 +238,8 @@ class Trainer:
         if bad:
             self._nonfinite(f"non-finite loss in task(s) {', '.join(bad)}")
             return None
-        weights = self.balancer.backward(task_losses, self.shared_params, feats,
-                                         self.scaler.scale)
+        weights = self.balancer.backward(task_losses, self.shared_params,
+                                         cut if cut is not None else feats, self.scaler.scale)
         self.scaler.unscale_(self.optimizer)
         # The norm is computed even without clipping: a NaN gradient must never reach the
         # optimizer, whose moment estimates it would poison for good.
@@ -254,6 +260,9 @@ class Trainer:
                                for k, v in parts.items()}
         out.update({t: v.detach() for t, v in task_losses.items()})
         out.update({f"w/{t}": w for t, w in weights.items()})
+        gram = getattr(self.balancer, "stats", {}).get("gram")
+        if gram is not None:
+            out.update(pairwise_cosines(gram, list(task_losses)))
         return out
 
     def _nonfinite(self, what: str) -> None:
@@ -315,8 +324,9 @@ class Trainer:
                         "lr": self.optimizer.param_groups[0]["lr"],
                         "losses": {t: stats[t] for t in self.model.task_names if t in stats},
                         "components": {k: v for k, v in stats.items() if "/" in k
-                                       and not k.startswith("w/")},
+                                       and not k.startswith(("w/", "cos/"))},
                         "weights": {k[2:]: v for k, v in stats.items() if k.startswith("w/")},
+                        "cos": {k[4:]: v for k, v in stats.items() if k.startswith("cos/")},
                         "sec_per_iter": (now - t_last) / max(self.iteration - it_last, 1),
                     })
                     t_last, it_last = now, self.iteration
@@ -335,6 +345,7 @@ class Trainer:
             self.save("last.pt")
         write_json_atomic(self.last_metrics, self.work_dir / "val_metrics.json")
         plot_training_curves(self.logger.path, self.work_dir / "curves.png")
+        plot_task_interference(self.logger.path, self.work_dir / "interference.png")
         self.logger.close()
         return self.last_metrics
 

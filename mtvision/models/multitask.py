@@ -50,6 +50,18 @@ class MultiTaskModel(nn.Module):
         mods = [self.backbone] + ([self.neck] if self.neck is not None else [])
         return [p for m in mods for p in m.parameters() if p.requires_grad]
 
+    def head_inputs(self) -> list[str]:
+        """The shared feature names some head reads (its ``in_features``; all when a head does
+        not say), in a fixed order: the cut of feature-mode gradient balancing."""
+        names: list[str] = []
+        everything = list(self.backbone.feature_info) + (
+            list(self.neck.feature_info) if self.neck is not None else [])
+        for head in self.heads.values():
+            for n in getattr(head, "in_features", everything):
+                if n not in names:
+                    names.append(n)
+        return names
+
     def extract(self, images: Tensor) -> dict[str, Tensor]:
         feats = self.backbone(images)
         if self.neck is not None:
