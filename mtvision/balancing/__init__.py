@@ -1,5 +1,6 @@
 """Ways of combining task losses: one file per family, registered by name in ``BALANCERS``."""
 
+from mtvision.balancing import dwa, famo, gls, rlw, uncertainty  # noqa: F401 - registers them
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.fixed import FixedWeights
 from mtvision.balancing.functional import aggregate

@@ -28,6 +28,25 @@ class Balancer(nn.Module, ABC):
         super().__init__()
         self.tasks = list(tasks)
 
+    def check_tasks(self, losses: dict[str, Tensor]) -> None:
+        """A KeyError for losses of tasks the balancer was not built for."""
+        unknown = [t for t in losses if t not in self.tasks]
+        if unknown:
+            raise KeyError(f"losses for unknown task(s) {', '.join(unknown)}; the balancer "
+                           f"was built for {', '.join(self.tasks)}")
+
+    def stack_losses(self, losses: dict[str, Tensor], fill: float,
+                     device: torch.device) -> tuple[Tensor, Tensor]:
+        """float32[T] detached losses in ``self.tasks`` order (``fill`` for a task this batch
+        does not label) and bool[T] presence, built on ``device`` without a host sync."""
+        self.check_tasks(losses)
+        filler = torch.full((), fill, device=device)
+        L = torch.stack([losses[t].detach().float().reshape(()).to(device) if t in losses
+                         else filler for t in self.tasks])
+        yes = torch.ones((), dtype=torch.bool, device=device)
+        present = torch.stack([yes if t in losses else ~yes for t in self.tasks])
+        return L, present
+
     @abstractmethod
     def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
         """The weight of each task loss for this step."""
@@ -38,8 +57,9 @@ class Balancer(nn.Module, ABC):
         shared_params: Sequence[Tensor] = (),
         features: dict[str, Tensor] | None = None,
         scale: Callable[[Tensor], Tensor] = lambda t: t,
-    ) -> dict[str, float]:
-        """Back-propagate the weighted sum of ``losses``; return the weights used.
+    ) -> dict[str, Tensor]:
+        """Back-propagate the weighted sum of ``losses``; return the weights used (0-dim
+        tensors: reading them is a device sync, left to whoever logs them).
 
         ``scale`` is the AMP loss scaler's ``scale`` (identity without AMP).
         """
@@ -51,4 +71,4 @@ class Balancer(nn.Module, ABC):
         # One fused launch on the GPU instead of a multiply and an add per task.
         total = combine_losses(stacked, weights)
         scale(total).backward()
-        return {t: float(w[t]) for t in tasks}
+        return {t: weights[i] for i, t in enumerate(tasks)}
