@@ -45,6 +45,10 @@ class Registry:
 
         return deco
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (plug-ins and tests that register a part for a while)."""
+        self._items.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._items)
 

@@ -1,9 +1,13 @@
 """Benchmarks: python tools/benchmark.py COMMAND [options]
 
     python tools/benchmark.py kernels [--quick] [--device D] [--out FILE.json]
+    python tools/benchmark.py balancing [--methods a,b] [--modes param,feature]
+                                        [--backbones resnet18,resnet50] [--device D] [...]
 
 kernels: the fused Triton losses against plain PyTorch, forward + backward (time, achieved
 GB/s, peak memory); on the CPU only the PyTorch side is timed.
+balancing: one training step of the demo model with each balancing method, as a ratio to
+equal weighting (interleaved rounds, medians); on CUDA also the Gram kernel against G @ G.T.
 """
 
 from __future__ import annotations
@@ -30,6 +34,28 @@ def _positive_ms(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list; the library checks the names (with a 'did you mean')."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
 
 
 def _run_kernels(a: argparse.Namespace) -> None:
@@ -61,11 +87,53 @@ def _add_kernels(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_kernels)
 
 
+def _run_balancing(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.balancing import format_table, run_balancing_benchmark
+
+    res = run_balancing_benchmark(a.methods, a.modes, a.backbones, a.batch, a.image_size,
+                                  a.rounds, a.steps, a.warmup, a.device, a.out, a.config,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_balancing(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("balancing", help="step time of each balancing method against equal "
+                                         "weighting",
+                       description="Time one training step of the demo model with each "
+                                   "balancing method (gradient methods in each mode), "
+                                   "interleaved in rounds, as a ratio to equal weighting.")
+    p.add_argument("--methods", type=_names, default=None, metavar="A,B,...",
+                   help="balancer names (default: every registered one; fixed always runs, "
+                        "as the baseline)")
+    p.add_argument("--modes", type=_names, default=["param", "feature"], metavar="M,...",
+                   help="modes of the gradient methods (default: param,feature)")
+    p.add_argument("--backbones", type=_names, default=["resnet18"], metavar="B,...",
+                   help="backbones of the demo model (default: resnet18; e.g. "
+                        "resnet18,resnet50)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--image-size", type=_positive_int, default=128, metavar="PX",
+                   help="square image side, a multiple of 32 (default 128)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds (default 5)")
+    p.add_argument("--steps", type=_positive_int, default=3,
+                   help="timed steps per configuration and round (default 3)")
+    p.add_argument("--warmup", type=_non_negative_int, default=2,
+                   help="untimed steps per configuration after building it (default 2)")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="model/training config (default: configs/demo.yaml)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--out", default="runs/benchmark/balancing.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/balancing.json)")
+    p.set_defaults(run=_run_balancing)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One function per subcommand; a new benchmark adds its own here.
     _add_kernels(sub)
+    _add_balancing(sub)
     return p
 
 

@@ -26,13 +26,10 @@ Cases (``quick`` shapes in brackets, small enough for a test):
 from __future__ import annotations
 
 import os
-import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +41,7 @@ from torchvision.ops import sigmoid_focal_loss as tv_focal
 import kernels
 from kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
 from kernels.balanced_bce import edge_bce, edge_bce_reference
+from mtvision.benchmarks.common import check_writable, device_name
 from mtvision.data.io import write_json_atomic
 from mtvision.engine.device import resolve_device
 from mtvision.registry import ConfigError, closest
@@ -258,12 +256,6 @@ def peak_mib_cuda(fn: Callable[[], object], dev: torch.device) -> float:
 
 
 # ---------------------------------------------------------------- driver
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
 def _gbps(nbytes: int, ms: float | None) -> float | None:
     return None if ms is None else nbytes / (ms * 1e-3) / 1e9
 
@@ -317,21 +309,6 @@ def _resolve_cases(cases: Sequence[str] | None) -> list[str]:
     return list(dict.fromkeys(cases))
 
 
-def _check_writable(out: str | os.PathLike[str]) -> None:
-    """Fail before a long run, not after it, when ``out`` cannot be written."""
-    p = Path(out)
-    if p.is_dir():
-        raise ConfigError(f"cannot write results to '{p}': it is a directory")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # A real file rather than os.access, which says yes to root on a read-only mount.
-        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"cannot write results to '{p}': {e.strerror or e}") from None
-
-
 def run_kernel_benchmark(
     cases: Sequence[str] | None = None,
     device: str = "auto",
@@ -357,7 +334,7 @@ def run_kernel_benchmark(
         raise ConfigError("TRITON_INTERPRET=1 is set: the kernels would be interpreted, not "
                           "compiled; unset it to benchmark on CUDA")
     if out is not None:
-        _check_writable(out)
+        check_writable(out)
     records = []
     for i, name in enumerate(names, 1):
         if log is not None:
@@ -367,7 +344,7 @@ def run_kernel_benchmark(
             torch.cuda.empty_cache()  # the next case's inputs may be larger than this one's
     results = {
         "benchmark": "kernels",
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "device_type": dev.type,
         "torch": torch.__version__,
         "triton": triton.__version__,

@@ -1,0 +1,34 @@
+"""What the benchmark subcommands share: the device's name and an early check of the output."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mtvision.registry import ConfigError
+
+
+def device_name(dev: torch.device) -> str:
+    """The GPU's name, or the CPU's architecture and torch's thread count."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def check_writable(out: str | os.PathLike[str]) -> None:
+    """Fail before a long run, not after it, when ``out`` cannot be written."""
+    p = Path(out)
+    if p.is_dir():
+        raise ConfigError(f"cannot write results to '{p}': it is a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # A real file rather than os.access, which says yes to root on a read-only mount.
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write results to '{p}': {e.strerror or e}") from None
