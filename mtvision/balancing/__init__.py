@@ -1,6 +1,13 @@
 """Ways of combining task losses: one file per family, registered by name in ``BALANCERS``."""
 
-from mtvision.balancing import dwa, famo, gls, rlw, uncertainty  # noqa: F401 - registers them
+from mtvision.balancing import (  # noqa: F401 - registers them
+    dwa,
+    famo,
+    gls,
+    graddrop,
+    rlw,
+    uncertainty,
+)
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.fixed import FixedWeights
 from mtvision.balancing.functional import aggregate

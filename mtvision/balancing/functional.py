@@ -60,6 +60,8 @@ def aggregate(name: str, G: Tensor, **options: Any) -> Tensor:
                           f"available: {', '.join(sorted(AGGREGATORS))}")
     if G.dim() != 2:
         raise ValueError(f"G must be [T, P], got shape {tuple(G.shape)}")
+    if G.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        G = G.float()  # the kernels and the result are float32
     kind, fn = AGGREGATORS[name]
     if kind == "direct":
         return fn(G, **options)
