@@ -1,12 +1,22 @@
 """Ways of combining task losses: one file per family, registered by name in ``BALANCERS``."""
 
 from mtvision.balancing import (  # noqa: F401 - registers them
+    aligned_mtl,
+    cagrad,
+    db_mtl,
     dwa,
     famo,
     gls,
     graddrop,
+    gradnorm,
+    gradvac,
+    imtl,
+    mgda,
+    nash_mtl,
+    pcgrad,
     rlw,
     uncertainty,
+    upgrad,
 )
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.fixed import FixedWeights

@@ -47,10 +47,47 @@ class GradientBalancer(Balancer):
         # The last step's Gram matrix (unscaled) and task weights, for interference logging.
         self.stats: dict[str, Tensor] = {}
         self.grads = TaskGradients()
+        # Which of self.tasks the rows of this step's G belong to (a batch may label fewer).
+        self._step_rows: list[int] | None = None
 
     def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
         """Task-specific parameters see each task's own loss unweighted."""
         return {t: torch.ones((), device=v.device) for t, v in losses.items()}
+
+    def task_rows(self, T: int) -> list[int] | None:
+        """The indices into ``self.tasks`` of this step's T Gram rows, or None when they are
+        all of ``self.tasks`` in order. Methods that keep one buffer entry per task use it with
+        ``gather`` / ``scatter``; Python ints only, so no index tensor goes to the device."""
+        rows = self._step_rows
+        if rows is None:
+            if T != len(self.tasks):
+                raise ValueError(f"a Gram matrix of {T} tasks for a balancer of "
+                                 f"{len(self.tasks)}: call backward, which knows which tasks")
+            return None
+        return None if rows == list(range(len(self.tasks))) else rows
+
+    @staticmethod
+    def gather(buf: Tensor, rows: list[int] | None, square: bool = False) -> Tensor:
+        """``buf[rows]`` (``buf[rows][:, rows]`` when ``square``)."""
+        if rows is None:
+            return buf
+        out = torch.stack([buf[i] for i in rows])
+        return torch.stack([out[:, j] for j in rows], dim=1) if square else out
+
+    @staticmethod
+    def scatter(buf: Tensor, rows: list[int] | None, values: Tensor,
+                square: bool = False) -> None:
+        """``buf[rows] = values`` (``buf[rows][:, rows]`` when ``square``), in place."""
+        values = values.to(buf.dtype)
+        if rows is None:
+            buf.copy_(values)
+            return
+        for a, i in enumerate(rows):
+            if square:
+                for b, j in enumerate(rows):
+                    buf[i, j].copy_(values[a, b])
+            else:
+                buf[i].copy_(values[a])
 
     @abstractmethod
     def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
@@ -79,7 +116,17 @@ class GradientBalancer(Balancer):
         method sees true gradients, and the update stays scaled for ``GradScaler.unscale_``.
         Returns the task weights (0-dim tensors; 1 for a method without weights).
         """
+        self.check_tasks(losses)
         tasks = list(losses)
+        self._step_rows = [self.tasks.index(t) for t in tasks]
+        try:
+            return self._backward(losses, tasks, shared_params, features, scale)
+        finally:
+            self._step_rows = None
+
+    def _backward(self, losses: dict[str, Tensor], tasks: list[str],
+                  shared_params: Sequence[Tensor], features: FeatureCut | None,
+                  scale: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
         L = torch.stack([losses[t].detach().float().reshape(()) for t in tasks])
         scaled = [scale(losses[t]) for t in tasks]
         s = scale(torch.ones((), device=L.device)).float()

@@ -85,7 +85,7 @@ class MultiTaskModel(nn.Module):
         for task in tasks:
             if task not in out:
                 out[task] = self.heads[task].loss(outputs[task], targets[task], present[task])
-        return out
+        return {t: out[t] for t in tasks}  # the model's task order, whichever path computed it
 
     def _fused_dense(self, tasks: list[str], outputs: dict[str, Any], targets: dict[str, Any],
                      present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:

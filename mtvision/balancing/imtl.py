@@ -1,0 +1,76 @@
+"""IMTL-G: L. Liu, Y. Li, Z. Kuang, J.-H. Xue, Y. Chen, W. Yang, Q. Liao, W. Zhang, "Towards
+Impartial Multi-task Learning", ICLR 2021 (the gradient balancing part, Section 3.2).
+
+The update ``g = sum_i a_i g_i`` (``sum_i a_i = 1``) has equal projections onto every unit task
+gradient ``u_i = g_i / ||g_i||``. The paper's closed form ``a_{2..T} = g_1 U^T (D U^T)^-1``
+(``D`` rows ``g_1 - g_t``, ``U`` rows ``u_1 - u_t``, ``a_1 = 1 - sum``) is the solution of the
+linear system, in the Gram matrix ``M`` alone::
+
+    (M a)_t / ||g_t|| = s   for every task t,      sum_t a_t = 1
+
+with unknowns ``a`` and the common projection ``s``; this form needs no reference task, so a
+task whose gradient is 0 simply drops out (``a_t = 0``, no constraint on it). The weights sum
+to 1 (the paper's scale). The small system is solved by LU (``solve_ex``); where that fails or
+is inaccurate (parallel gradients make it singular) a Tikhonov-regularised least-squares
+solution is used instead, selected on the device, so nothing raises or syncs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mtvision.balancing.functional import register_aggregator
+from mtvision.balancing.gradient import GradientBalancer
+from mtvision.registry import BALANCERS
+
+REL_ZERO = 1e-12  # ||g_t||^2 below this fraction of the largest: a zero gradient
+TIKHONOV = 1e-12  # of the squared system's largest diagonal entry
+RESIDUAL = 1e-8   # relative residual above which the LU solution is rejected
+
+
+@register_aggregator("imtl_g")
+def imtl_g_weights(gram: Tensor) -> Tensor:
+    """IMTL-G's weights float32[T] (summing to 1) from the Gram matrix ``G G^T``."""
+    M = gram.detach().to(torch.float64)
+    M = (M + M.T) / 2
+    T = M.shape[0]
+    dev, dt = M.device, M.dtype
+    sq = M.diagonal()
+    active = sq > REL_ZERO * sq.max().clamp_min(0)
+    norms = sq.clamp_min(0).sqrt()
+    # Both unknown blocks are O(1): projections in units of the mean gradient norm.
+    unit = (norms * active).sum() / active.sum().clamp_min(1)
+    unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+    K = torch.where(active[None, :], M / torch.where(active, norms, 1.0)[None, :], 0.0) / unit
+    eye = torch.eye(T, dtype=dt, device=dev)
+    # Row t: sum_i a_i K[i, t] - s = 0 (active t) or a_t = 0; last row: sum_i a_i = 1.
+    top = torch.where(active[:, None], torch.cat([K.T, -torch.ones(T, 1, dtype=dt, device=dev)],
+                                                 dim=1),
+                      torch.cat([eye, torch.zeros(T, 1, dtype=dt, device=dev)], dim=1))
+    last = torch.cat([torch.ones(1, T, dtype=dt, device=dev),
+                      torch.zeros(1, 1, dtype=dt, device=dev)], dim=1)
+    A = torch.cat([top, last])
+    rhs = torch.zeros(T + 1, 1, dtype=dt, device=dev)
+    rhs[T] = 1.0
+    x_lu, _ = torch.linalg.solve_ex(A, rhs)
+    AtA = A.T @ A
+    reg = TIKHONOV * AtA.diagonal().max() * torch.eye(T + 1, dtype=dt, device=dev)
+    x_ls, _ = torch.linalg.solve_ex(AtA + reg, A.T @ rhs)
+    ok = torch.isfinite(x_lu).all() & ((A @ x_lu - rhs).norm() <= RESIDUAL)
+    x = torch.where(ok, x_lu, x_ls)
+    x = torch.where(torch.isfinite(x), x, 0.0)
+    return x[:T, 0].float()
+
+
+@BALANCERS.register("imtl_g")
+class IMTLG(GradientBalancer):
+    """IMTL-G (see the module docstring); no options besides ``mode``."""
+
+    def __init__(self, tasks: Sequence[str], mode: str = "param") -> None:
+        super().__init__(tasks, mode)
+
+    def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+        return imtl_g_weights(gram)

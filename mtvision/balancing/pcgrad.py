@@ -1,0 +1,81 @@
+"""PCGrad: T. Yu, S. Kumar, A. Gupta, S. Levine, K. Hausman, C. Finn, "Gradient Surgery for
+Multi-Task Learning", NeurIPS 2020 (Algorithm 1).
+
+Each task gradient is projected in turn onto the normal plane of every other task gradient it
+conflicts with, in a random order per task::
+
+    g_i^PC <- g_i;  for j in shuffle(tasks \\ {i}):
+        if g_i^PC . g_j < 0:  g_i^PC <- g_i^PC - (g_i^PC . g_j / ||g_j||^2) g_j
+    update = sum_i g_i^PC
+
+Every ``g_i^PC`` stays a combination ``c_i^T G`` of the original rows and every inner product
+is ``c_i^T (G G^T) e_j``, so the method runs on the Gram matrix alone (the T problems batched,
+T - 1 sequential steps) and returns ``w = sum_i c_i``: the update is ``w^T G``, the paper's
+scale (a sum, not a mean). A zero ``g_j`` is never projected on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mtvision.balancing.functional import register_aggregator
+from mtvision.balancing.gradient import GradientBalancer
+from mtvision.registry import BALANCERS, ConfigError
+
+
+def conflict_order(T: int, device: torch.device, generator: torch.Generator | None = None,
+                   random_order: bool = True) -> Tensor:
+    """int64 [T, T-1]: row i lists the other tasks in the order task i visits them (a random
+    permutation per row drawn from ``generator``, torch's default generator of ``device`` when
+    None; ascending when not ``random_order``)."""
+    if random_order:
+        keys = torch.rand(T, T, device=device, generator=generator)
+        keys.fill_diagonal_(2.0)  # above every U(0, 1) key: task i itself sorts last
+        return keys.argsort(dim=1)[:, :T - 1]
+    k = torch.arange(T - 1, device=device)
+    i = torch.arange(T, device=device)[:, None]
+    return k[None, :] + (k[None, :] >= i).long()
+
+
+@register_aggregator("pcgrad")
+def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None,
+                   random_order: bool = True) -> Tensor:
+    """PCGrad's weights float32[T] from the Gram matrix ``G G^T`` (``generator``: see
+    ``conflict_order``; it must live on ``gram``'s device)."""
+    M = gram.detach().to(torch.float64)
+    M = (M + M.T) / 2
+    T = M.shape[0]
+    if T == 1:
+        return torch.ones(1, dtype=torch.float32, device=M.device)
+    order = conflict_order(T, M.device, generator, random_order)
+    sq = M.diagonal()
+    C = torch.eye(T, dtype=M.dtype, device=M.device)  # row i: g_i^PC = C[i] @ G
+    zero = torch.zeros((), dtype=M.dtype, device=M.device)
+    for k in range(T - 1):
+        j = order[:, k:k + 1]                          # [T, 1]: task i's k-th other task
+        dots = (C @ M).gather(1, j)                    # g_i^PC . g_j
+        sq_j = sq.gather(0, j[:, 0])[:, None]          # ||g_j||^2
+        coef = torch.where((dots < 0) & (sq_j > 0), dots / sq_j.clamp_min(1e-300), zero)
+        C = C.scatter_add(1, j, -coef)
+    return C.sum(0).float()
+
+
+@BALANCERS.register("pcgrad")
+class PCGrad(GradientBalancer):
+    """PCGrad (see the module docstring). The random order comes from torch's RNG of the
+    gradients' device, so a seeded run repeats and a resume restores it with the trainer's RNG
+    state. ``random_order: false`` visits the other tasks in ascending order instead."""
+
+    def __init__(self, tasks: Sequence[str], mode: str = "param",
+                 random_order: bool = True) -> None:
+        super().__init__(tasks, mode)
+        if not isinstance(random_order, bool):
+            raise ConfigError(f"balancer.random_order must be true or false, got "
+                              f"{random_order!r}")
+        self.random_order = random_order
+
+    def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
+        return pcgrad_weights(gram, None, self.random_order)
