@@ -81,11 +81,23 @@ def weighted_rows_reference(w: torch.Tensor, G: torch.Tensor,
 
 def graddrop_reference(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """GradDrop of ``G`` with the uniform numbers ``u`` (float32 ``[P]``), in float32."""
-    Gf = G.float()
     u = u.to(device=G.device, dtype=torch.float32)
-    purity = 0.5 * (1.0 + Gf.sum(0) / (Gf.abs().sum(0) + EPS))
-    keep = ((u < purity) & (Gf > 0)) | ((u > purity) & (Gf < 0))
-    return torch.where(keep, Gf, torch.zeros_like(Gf)).sum(0)
+    out = torch.empty(G.shape[1], device=G.device, dtype=torch.float32)
+    # Column chunks keep each chunk's temporaries in cache on the CPU, where this is the path
+    # that runs; one chunk on a GPU-sized budget is the whole matrix.
+    chunk = 1 << 16 if G.device.type == "cpu" else max(G.shape[1], 1)
+    for start in range(0, G.shape[1], chunk):
+        Gf = G[:, start:start + chunk].float()
+        uc = u[start:start + chunk]
+        purity = 0.5 * (1.0 + Gf.sum(0) / (Gf.abs().sum(0) + EPS))
+        # Where u < purity every positive component is kept and every negative one dropped,
+        # and the other way round where u > purity: per coordinate the result is the sum of
+        # the positive or of the negative parts, without T x P masks.
+        pos = Gf.clamp(min=0.0).sum(0)
+        neg = Gf.clamp(max=0.0).sum(0)
+        torch.where(uc < purity, pos, torch.where(uc > purity, neg, torch.zeros_like(pos)),
+                    out=out[start:start + chunk])
+    return out
 
 
 # ---------------------------------------------------------------- Triton
