@@ -85,7 +85,7 @@ def graddrop_reference(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     out = torch.empty(G.shape[1], device=G.device, dtype=torch.float32)
     # Column chunks keep each chunk's temporaries in cache on the CPU, where this is the path
     # that runs; one chunk on a GPU-sized budget is the whole matrix.
-    chunk = 1 << 16 if G.device.type == "cpu" else max(G.shape[1], 1)
+    chunk = 1 << 18 if G.device.type == "cpu" else max(G.shape[1], 1)
     for start in range(0, G.shape[1], chunk):
         Gf = G[:, start:start + chunk].float()
         uc = u[start:start + chunk]
