@@ -37,10 +37,8 @@ from typing import Any
 import torch
 import triton
 
-import kernels
-from mtvision.benchmarks.common import check_writable, device_name
+from mtvision.benchmarks.common import device_name, start_run
 from mtvision.data.io import write_json_atomic
-from mtvision.engine.device import resolve_device
 from mtvision.registry import BACKBONES, BALANCERS, ConfigError, closest
 
 MODES = ("param", "feature")
@@ -371,12 +369,7 @@ def run_balancing_benchmark(
     config_path = Path(config) if config is not None else DEFAULT_CONFIG
     if not config_path.is_file():
         raise ConfigError(f"config file '{config_path}' not found")
-    dev = resolve_device(device)
-    if dev.type == "cuda" and kernels.INTERPRET:
-        raise ConfigError("TRITON_INTERPRET=1 is set: the kernels would be interpreted, not "
-                          "compiled; unset it to benchmark on CUDA")
-    if out is not None:
-        check_writable(out)
+    dev = start_run(device, out)
     say = log or (lambda line: None)
 
     rows: list[dict[str, Any]] = []

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+import kernels
+from mtvision.engine.device import resolve_device
 from mtvision.registry import ConfigError
 
 
@@ -32,3 +34,15 @@ def check_writable(out: str | os.PathLike[str]) -> None:
         os.unlink(probe)
     except OSError as e:
         raise ConfigError(f"cannot write results to '{p}': {e.strerror or e}") from None
+
+
+def start_run(device: str, out: str | os.PathLike[str] | None) -> torch.device:
+    """The device to benchmark on (compiled kernels only: interpreted ones on CUDA would time
+    the interpreter), with ``out`` checked before a long run rather than after it."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and kernels.INTERPRET:
+        raise ConfigError("TRITON_INTERPRET=1 is set: the kernels would be interpreted, not "
+                          "compiled; unset it to benchmark on CUDA")
+    if out is not None:
+        check_writable(out)
+    return dev

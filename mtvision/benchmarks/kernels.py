@@ -38,12 +38,10 @@ import triton
 import triton.testing
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-import kernels
 from kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
 from kernels.balanced_bce import edge_bce, edge_bce_reference
-from mtvision.benchmarks.common import check_writable, device_name
+from mtvision.benchmarks.common import device_name, start_run
 from mtvision.data.io import write_json_atomic
-from mtvision.engine.device import resolve_device
 from mtvision.registry import ConfigError, closest
 
 IGNORE = 255
@@ -329,12 +327,7 @@ def run_kernel_benchmark(
     names = _resolve_cases(cases)
     if warmup_ms < 0 or rep_ms <= 0:
         raise ConfigError(f"warmup must be >= 0 and rep > 0 ms, got {warmup_ms} and {rep_ms}")
-    dev = resolve_device(device)
-    if dev.type == "cuda" and kernels.INTERPRET:
-        raise ConfigError("TRITON_INTERPRET=1 is set: the kernels would be interpreted, not "
-                          "compiled; unset it to benchmark on CUDA")
-    if out is not None:
-        check_writable(out)
+    dev = start_run(device, out)
     records = []
     for i, name in enumerate(names, 1):
         if log is not None:
