@@ -72,11 +72,14 @@ def gram_reference(G: torch.Tensor) -> torch.Tensor:
 
 def weighted_rows_reference(w: torch.Tensor, G: torch.Tensor,
                             out: torch.Tensor | None = None) -> torch.Tensor:
-    """``sum_i w_i G_i`` in float32, copied into ``out`` (and returned) when given."""
-    r = w.to(device=G.device, dtype=torch.float32) @ G.float()
-    if out is None:
-        return r
-    return out.copy_(r)
+    """``sum_i w_i G_i`` in float32, written into ``out`` (and returned) when given."""
+    w = w.to(device=G.device, dtype=torch.float32)
+    if out is not None and out.dtype == torch.float32 and G.dtype == torch.float32 \
+            and out.is_contiguous():
+        torch.mm(w[None], G, out=out[None])  # straight into the gradient buffer: no temporary
+        return out
+    r = w @ G.float()
+    return r if out is None else out.copy_(r)
 
 
 def graddrop_reference(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
