@@ -135,3 +135,25 @@ def test_fewer_tasks_in_a_batch_use_the_first_rows():
     ref = torch.autograd.grad(0.25 * m.losses(m.feats(x)["f"])["a"], shared)
     torch.testing.assert_close(flat_grads(shared), torch.cat([g.reshape(-1) for g in ref]))
     assert set(w) == {"a"}
+
+
+def test_feature_mode_under_bf16_autocast():
+    # AMP on a GPU gives bf16 features: the rows, the Gram matrix and the update then follow
+    # the features' dtype; CPU autocast exercises the same path.
+    m = Tiny()
+    shared = list(m.backbone.parameters())
+    x = torch.randn(4, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = m.feats(x)
+        cut, head_feats = FeatureCut.of(feats, ["f"])
+        losses = m.losses(head_feats["f"])
+    assert cut.leaves[0].dtype == torch.bfloat16
+    bal = FixedRows(["a", "b"], mode="feature")
+    bal.backward({k: v.float() for k, v in losses.items()}, shared, cut)
+    m2 = Tiny()
+    l2 = m2.losses(m2.feats(x)["f"])
+    (0.25 * l2["a"] + 2.0 * l2["b"]).backward()
+    ref = flat_grads(list(m2.backbone.parameters()))
+    got = flat_grads(shared)
+    assert bal.stats["gram"].dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=5e-2, atol=5e-2 * float(ref.abs().max()))
