@@ -23,6 +23,16 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> No
     torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * scale)
 
 
+def run(fn, logits, target, gw=None, **kw):
+    """Loss, gradient of ``sum(loss * gw)`` with respect to a copy of ``logits``, and ``gw``
+    (random, of the loss's shape, unless given: pass the same to the reference)."""
+    x = logits.clone().requires_grad_()
+    loss = fn(x, target, **kw)
+    gw = torch.randn_like(loss) if gw is None else gw
+    (loss * gw).sum().backward()
+    return loss.detach(), x.grad, gw
+
+
 @pytest.fixture
 def poison(monkeypatch):
     """Every ``torch.empty`` / ``torch.empty_like`` of the test returns NaN-filled memory, so

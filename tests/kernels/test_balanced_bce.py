@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kernels import edge_bce, edge_bce_maps
-from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close
+from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 
 def random_edges(batch: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -34,14 +34,6 @@ def hed_bce(logits, target, ignore_index=255, balanced=True, reduction="mean"):
     if reduction == "none":
         return loss
     return loss.sum() if reduction == "sum" else loss.sum() / valid.sum().clamp_min(1)
-
-
-def run(fn, logits, target, gw=None, **kw):
-    x = logits.clone().requires_grad_()
-    loss = fn(x, target, **kw)
-    gw = torch.randn_like(loss) if gw is None else gw
-    (loss * gw).sum().backward()
-    return loss.detach(), x.grad, gw
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (7, 9), (33, 17)])

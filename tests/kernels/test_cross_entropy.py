@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import kernels.cross_entropy as ce_mod
 from kernels import seg_cross_entropy
-from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close
+from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 # [N, C, *spatial]: one pixel, odd sizes, C = 1, the looped path (C > 64) up to C = 1000,
 # plain [N, C] logits and a 3-D spatial grid.
@@ -24,14 +24,6 @@ def make(shape, dtype, seed=0, ignore=True, scale=3.0):
     if ignore:
         target[torch.rand(target.shape, generator=g) < 0.3] = 255
     return logits, target
-
-
-def run(fn, logits, target, gw=None, **kw):
-    x = logits.clone().requires_grad_()
-    loss = fn(x, target, **kw)
-    gw = torch.randn_like(loss) if gw is None else gw
-    (loss * gw).sum().backward()
-    return loss.detach(), x.grad, gw
 
 
 def torch_ce(x, t, weight=None, ignore_index=255, label_smoothing=0.0, reduction="mean"):

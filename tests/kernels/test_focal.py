@@ -7,15 +7,7 @@ import torch
 import torchvision
 
 from kernels import sigmoid_focal_loss
-from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close
-
-
-def run(fn, logits, targets, gw=None, **kw):
-    x = logits.clone().requires_grad_()
-    loss = fn(x, targets, **kw)
-    gw = torch.randn_like(loss) if gw is None else gw
-    (loss * gw).sum().backward()
-    return loss.detach(), x.grad, gw
+from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 
 def tv_focal(x, t, alpha, gamma, reduction):
