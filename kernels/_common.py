@@ -18,6 +18,16 @@ def check_reduction(reduction: str, allowed: tuple[str, ...] = REDUCTIONS) -> No
         raise ValueError(f"reduction must be one of {', '.join(allowed)}, got {reduction!r}")
 
 
+def check_dense_pair(logits: torch.Tensor, target: torch.Tensor | None, logits_name: str,
+                     target_name: str, channels: str) -> None:
+    """``logits`` [N, channels, *spatial] with ``target`` [N, *spatial], or a ValueError."""
+    if logits.dim() < 3 or target is None or tuple(target.shape) != (
+            logits.shape[0], *logits.shape[2:]):
+        got = None if target is None else tuple(target.shape)
+        raise ValueError(f"{logits_name} {tuple(logits.shape)} must be [N, {channels}, *spatial] "
+                         f"with {target_name} [N, *spatial], got {got}")
+
+
 def needs_grad(t: torch.Tensor) -> bool:
     """Whether a forward call must also produce the gradient (evaluation calls do no grad work)."""
     return t.requires_grad and torch.is_grad_enabled()

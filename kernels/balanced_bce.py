@@ -20,7 +20,14 @@ import triton
 import triton.language as tl
 
 from kernels import INTERPRET, resolve_backend
-from kernels._common import check_logits, check_reduction, needs_grad, pixel_block, safe_div
+from kernels._common import (
+    check_dense_pair,
+    check_logits,
+    check_reduction,
+    needs_grad,
+    pixel_block,
+    safe_div,
+)
 
 
 # ---------------------------------------------------------------- PyTorch reference
@@ -215,10 +222,7 @@ def edge_bce_maps(
     [N, H, W]: float32[K], in one pass over the target (HED's sides and fused map)."""
     check_logits(logits)
     check_reduction(reduction, ("mean", "sum"))
-    if logits.dim() < 3 or tuple(logits.shape[:1]) + tuple(logits.shape[2:]) != tuple(
-            target.shape):
-        raise ValueError(f"edge logits {tuple(logits.shape)} must be [N, K, *spatial] with "
-                         f"target {tuple(target.shape)} as [N, *spatial]")
+    check_dense_pair(logits, target, "edge logits", "target", "K")
     if resolve_backend(backend, logits) == "torch":
         return torch.stack([
             edge_bce_reference(logits[:, k], target, ignore_index, balanced, reduction)

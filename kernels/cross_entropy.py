@@ -233,9 +233,9 @@ def _flatten(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, 
 def ce_launch(
     x: torch.Tensor, t: torch.Tensor, weight: torch.Tensor | None, ignore_index: int,
     label_smoothing: float, per_pixel: bool, compute_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel on [N, C, S] / [N, S]: (per-pixel loss [N, S] or per-program partials
-    [P, 2], unscaled gradient or None, the weight-sum denominator (0-dim) or None)."""
+    [P, 2], the unscaled gradient or None)."""
     N, C, S = x.shape
     single, block_c = ce_tile_config(C)
     block_p = ce_block_pixels(S, block_c)
@@ -254,7 +254,7 @@ def ce_launch(
         HAS_WEIGHT=weight is not None, SMOOTH=label_smoothing > 0, COMPUTE_GRAD=compute_grad,
         PER_PIXEL=per_pixel, SINGLE_TILE=single, BLOCK_C=block_c, BLOCK_P=block_p,
     )
-    return out, (grad if compute_grad else None), None
+    return out, (grad if compute_grad else None)
 
 
 def ce_finish(partial: torch.Tensor, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +277,7 @@ class _CrossEntropyFn(torch.autograd.Function):
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
         x, t = _flatten(logits, target)
         per_pixel = reduction == "none"
-        out, grad, _ = ce_launch(x, t, weight, ignore_index, label_smoothing, per_pixel, True)
+        out, grad = ce_launch(x, t, weight, ignore_index, label_smoothing, per_pixel, True)
         if per_pixel:
             loss, denom = out.view(target.shape), torch.ones((), device=x.device)
         else:
@@ -326,5 +326,5 @@ def seg_cross_entropy(
         return _CrossEntropyFn.apply(logits, target, weight, ignore_index, label_smoothing,
                                      reduction)
     x, t = _flatten(logits, target)
-    out, _, _ = ce_launch(x, t, weight, ignore_index, label_smoothing, reduction == "none", False)
+    out, _ = ce_launch(x, t, weight, ignore_index, label_smoothing, reduction == "none", False)
     return out.view(target.shape) if reduction == "none" else ce_finish(out, reduction)[0]

@@ -128,17 +128,24 @@ def _gram_kernel(
 
 
 @triton.jit
-def _weighted_rows_kernel(
-    g_ptr, w_ptr, out_ptr, T, P, stride_t, stride_out,
-    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+def _column_tile(g_ptr, T, P, stride_t, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's [BLOCK_T, BLOCK_P] tile of G in float32 (0 outside G), with its row and
+    column offsets and masks: the one read of G of the per-column kernels."""
+    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     offs_t = tl.arange(0, BLOCK_T)
     mask_t = offs_t < T
     ptrs = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t + offs_p[None, :]
     g = tl.load(ptrs, mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)
+    return g, offs_t, mask_t, offs_p, mask_p
+
+
+@triton.jit
+def _weighted_rows_kernel(
+    g_ptr, w_ptr, out_ptr, T, P, stride_t, stride_out,
+    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    g, offs_t, mask_t, offs_p, mask_p = _column_tile(g_ptr, T, P, stride_t, BLOCK_T, BLOCK_P)
     w = tl.load(w_ptr + offs_t, mask=mask_t, other=0.0).to(tl.float32)
     r = tl.sum(w[:, None] * g, 0)
     tl.store(out_ptr + offs_p * stride_out, r.to(out_ptr.dtype.element_ty), mask=mask_p)
@@ -149,13 +156,7 @@ def _graddrop_kernel(
     g_ptr, u_ptr, out_ptr, T, P, stride_t, eps,
     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    offs_p = pid.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < P
-    offs_t = tl.arange(0, BLOCK_T)
-    mask_t = offs_t < T
-    ptrs = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t + offs_p[None, :]
-    g = tl.load(ptrs, mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)
+    g, offs_t, mask_t, offs_p, mask_p = _column_tile(g_ptr, T, P, stride_t, BLOCK_T, BLOCK_P)
     total = tl.sum(g, 0)
     mass = tl.sum(tl.abs(g), 0)
     # div_rn: IEEE-rounded like torch's division, so u_j lands on the same side of purity_j.

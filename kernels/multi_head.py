@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from kernels import resolve_backend
-from kernels._common import check_logits, check_reduction, needs_grad
+from kernels._common import check_dense_pair, check_logits, check_reduction, needs_grad
 from kernels.balanced_bce import (
     edge_bce_maps,
     edge_block,
@@ -147,18 +147,10 @@ def dense_losses(
         raise ValueError("dense_losses needs seg_logits or edge_logits")
     if has_seg:
         check_logits(seg_logits, "seg_logits")
-        if seg_logits.dim() < 3 or seg_target is None or tuple(seg_target.shape) != (
-                seg_logits.shape[0], *seg_logits.shape[2:]):
-            raise ValueError(f"seg_logits {tuple(seg_logits.shape)} must be [N, C, *spatial] "
-                             f"with seg_target [N, *spatial], got "
-                             f"{None if seg_target is None else tuple(seg_target.shape)}")
+        check_dense_pair(seg_logits, seg_target, "seg_logits", "seg_target", "C")
     if has_edge:
         check_logits(edge_logits, "edge_logits")
-        if edge_logits.dim() < 3 or edge_target is None or tuple(edge_target.shape) != (
-                edge_logits.shape[0], *edge_logits.shape[2:]):
-            raise ValueError(f"edge_logits {tuple(edge_logits.shape)} must be [N, K, *spatial] "
-                             f"with edge_target [N, *spatial], got "
-                             f"{None if edge_target is None else tuple(edge_target.shape)}")
+        check_dense_pair(edge_logits, edge_target, "edge_logits", "edge_target", "K")
     if has_seg and has_edge and seg_target.shape != edge_target.shape:
         raise ValueError(f"seg and edge heads must share one grid: seg target "
                          f"{tuple(seg_target.shape)}, edge target {tuple(edge_target.shape)}")

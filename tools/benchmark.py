@@ -22,32 +22,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mtvision.cli import run_cli  # noqa: E402
 
 
-def _non_negative_ms(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _number(kind: type, minimum: float, strict: bool = False):
+    """An argparse type: ``kind`` (int or float) >= ``minimum`` (> when ``strict``)."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, "
+                                             f"got {value}")
+        return value
+
+    return parse
 
 
-def _positive_ms(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+_non_negative_ms = _number(float, 0)
+_positive_ms = _number(float, 0, strict=True)
+_positive_int = _number(int, 1)
+_non_negative_int = _number(int, 0)
 
 
 def _names(text: str) -> list[str]:

@@ -37,8 +37,7 @@ from typing import Any
 import torch
 import triton
 
-from mtvision.benchmarks.common import device_name, start_run
-from mtvision.data.io import write_json_atomic
+from mtvision.benchmarks.common import device_name, start_run, write_results
 from mtvision.registry import BACKBONES, BALANCERS, ConfigError, closest
 
 MODES = ("param", "feature")
@@ -412,11 +411,7 @@ def run_balancing_benchmark(
         "gram": gram,
         "note": None if gram is not None else GRAM_NOTE,
     }
-    if out is not None:
-        try:
-            write_json_atomic(results, out, indent=2)
-        except OSError as e:
-            raise ConfigError(f"cannot write results to '{out}': {e.strerror or e}") from None
+    write_results(results, out)
     return results
 
 

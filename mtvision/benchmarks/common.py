@@ -6,10 +6,12 @@ import os
 import platform
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import kernels
+from mtvision.data.io import write_json_atomic
 from mtvision.engine.device import resolve_device
 from mtvision.registry import ConfigError
 
@@ -46,3 +48,13 @@ def start_run(device: str, out: str | os.PathLike[str] | None) -> torch.device:
     if out is not None:
         check_writable(out)
     return dev
+
+
+def write_results(results: dict[str, Any], out: str | os.PathLike[str] | None) -> None:
+    """Write ``results`` as JSON to ``out`` atomically (nothing when ``out`` is None)."""
+    if out is None:
+        return
+    try:
+        write_json_atomic(results, out, indent=2)
+    except OSError as e:
+        raise ConfigError(f"cannot write results to '{out}': {e.strerror or e}") from None

@@ -40,8 +40,7 @@ from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
 from kernels.balanced_bce import edge_bce, edge_bce_reference
-from mtvision.benchmarks.common import device_name, start_run
-from mtvision.data.io import write_json_atomic
+from mtvision.benchmarks.common import device_name, start_run, write_results
 from mtvision.registry import ConfigError, closest
 
 IGNORE = 255
@@ -348,11 +347,7 @@ def run_kernel_benchmark(
         "note": None if dev.type == "cuda" else CPU_NOTE,
         "cases": records,
     }
-    if out is not None:
-        try:
-            write_json_atomic(results, out, indent=2)
-        except OSError as e:
-            raise ConfigError(f"cannot write results to '{out}': {e.strerror or e}") from None
+    write_results(results, out)
     return results
 
 

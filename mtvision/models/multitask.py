@@ -90,17 +90,18 @@ class MultiTaskModel(nn.Module):
     def _fused_dense(self, tasks: list[str], outputs: dict[str, Any], targets: dict[str, Any],
                      present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
         """The losses of one cross-entropy head and one edge head sharing a grid, from one
-        ``dense_losses`` call; {} when the model has no such pair."""
-        dense: dict[str, DenseLoss] = {}
-        for t in tasks:
-            d = self.heads[t].dense_loss(outputs[t], targets[t], present[t])
-            if d is not None:
-                dense[t] = d
-        ce = [t for t, d in dense.items() if d.kind == "ce"]
-        bce = [t for t, d in dense.items() if d.kind == "bce"]
-        if not ce or not bce or dense[ce[0]].target.shape != dense[bce[0]].target.shape:
+        ``dense_losses`` call; {} when the model has no such pair (the heads' own ``loss``
+        then runs, so the kernel inputs are built only when they are fused)."""
+        ce = [t for t in tasks if self.heads[t].dense_kind == "ce"]
+        bce = [t for t in tasks if self.heads[t].dense_kind == "bce"]
+        if not ce or not bce:
             return {}
-        s, e = dense[ce[0]], dense[bce[0]]
+        s: DenseLoss = self.heads[ce[0]].dense_loss(outputs[ce[0]], targets[ce[0]],
+                                                    present[ce[0]])
+        e: DenseLoss = self.heads[bce[0]].dense_loss(outputs[bce[0]], targets[bce[0]],
+                                                     present[bce[0]])
+        if s.target.shape != e.target.shape:
+            return {}
         seg_loss, edge_loss = dense_losses(
             s.logits, s.target, e.logits, e.target,
             seg_weight=s.options.get("weight"), seg_ignore_index=s.ignore_index,

@@ -37,15 +37,14 @@ class FeatureInfo(NamedTuple):
 
 
 class DenseLoss(NamedTuple):
-    """A dense head's loss as the fused kernels take it (``kernels.dense_losses``).
-
-    ``kind``: ``"ce"`` (softmax cross-entropy, logits [B, C, H, W]) or ``"bce"`` (HED's
-    class-balanced BCE of K maps sharing one target, logits [B, K, H, W]); ``target`` [B, H, W]
-    with the images whose labels are absent set to ``ignore_index``; ``options``: that kernel's
-    keyword arguments (``weight``/``label_smoothing`` for ce, ``balanced`` for bce).
+    """A dense head's loss as the fused kernels take it (``kernels.dense_losses``), of the
+    head's ``dense_kind``: logits [B, C, H, W] for ``"ce"`` (softmax cross-entropy) or
+    [B, K, H, W] for ``"bce"`` (HED's class-balanced BCE of K maps sharing one target);
+    ``target`` [B, H, W] with the images whose labels are absent set to ``ignore_index``;
+    ``options``: that kernel's keyword arguments (``weight``/``label_smoothing`` for ce,
+    ``balanced`` for bce).
     """
 
-    kind: str
     logits: Tensor
     target: Tensor
     ignore_index: int
@@ -56,12 +55,13 @@ class TaskHead(nn.Module, ABC):
     """Base class of task heads. Subclasses set ``task`` and implement the three methods.
 
     ``loss_backend`` (``"auto"``, ``"triton"`` or ``"torch"``) selects the loss kernels; the
-    model sets it from ``model.loss_backend``. A dense head may also implement ``dense_loss`` and
-    ``loss_from_dense`` so that the model computes its loss together with the other dense
-    heads' in one kernel launch.
+    model sets it from ``model.loss_backend``. A dense head may also set ``dense_kind`` and
+    implement ``dense_loss`` and ``loss_from_dense`` so that the model computes its loss
+    together with the other dense heads' in one kernel launch.
     """
 
     task: ClassVar[str] = ""
+    dense_kind: ClassVar[str | None] = None  # "ce" or "bce": the form of ``dense_loss``
     loss_backend: str = "auto"
 
     def dense_loss(self, outputs: Any, targets: Any, present: Tensor) -> DenseLoss | None:

@@ -38,6 +38,7 @@ class HEDEdgeHead(TaskHead):
     """
 
     task = "edge"
+    dense_kind = "bce"
 
     def __init__(
         self,
@@ -93,7 +94,7 @@ class HEDEdgeHead(TaskHead):
         # single-channel maps, small next to the heads' activations.
         maps = torch.cat([*outputs["sides"], fuse], dim=1)
         target = mask_absent(targets.to(fuse.device), present, self.ignore_index)
-        return DenseLoss("bce", maps, target, self.ignore_index, {"balanced": True})
+        return DenseLoss(maps, target, self.ignore_index, {"balanced": True})
 
     def loss_from_dense(self, values: Tensor) -> dict[str, Tensor]:
         return {"fuse": self.fuse_weight * values[-1],

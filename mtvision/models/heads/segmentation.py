@@ -39,6 +39,7 @@ class FPNSegHead(TaskHead):
     """
 
     task = "seg"
+    dense_kind = "ce"
 
     def __init__(
         self,
@@ -126,7 +127,7 @@ class FPNSegHead(TaskHead):
             logits = F.interpolate(
                 logits, size=target.shape[-2:], mode="bilinear", align_corners=False
             )
-        return DenseLoss("ce", logits, target, self.ignore_index,
+        return DenseLoss(logits, target, self.ignore_index,
                          {"weight": self.class_weights, "label_smoothing": self.label_smoothing})
 
     def loss_from_dense(self, values: Tensor) -> dict[str, Tensor]:
