@@ -157,7 +157,7 @@ def _yaml_load(text: str) -> Any:
 def _register_all() -> None:
     """Import the modules whose registrations the validation needs."""
     import mtvision.balancing  # noqa: F401
-    import mtvision.data.dataset  # noqa: F401
+    import mtvision.data.formats  # noqa: F401
     import mtvision.models  # noqa: F401
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mtvision.data import dataset as _datasets  # noqa: F401 - registers the readers
+from mtvision.data import formats as _formats  # noqa: F401 - registers the readers
 from mtvision.data.collate import collate
 from mtvision.data.transforms import build_transforms
 from mtvision.registry import DATASETS, ConfigError

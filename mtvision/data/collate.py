@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from mtvision.data.sample import TASKS
+
 IGNORE = 255
 
 
@@ -20,6 +22,8 @@ def _fill(task: str, example: Any, hw: tuple[int, int]) -> Any:
         if example.dim() == 0:  # single label
             return torch.tensor(-1, dtype=torch.int64)
         return torch.zeros_like(example)  # multi-hot
+    if task in ("depth", "normals"):
+        return torch.zeros_like(example)  # 0 = invalid depth; the zero vector = invalid normal
     raise KeyError(f"unknown task '{task}'")
 
 
@@ -29,7 +33,9 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
     A task appears in ``targets`` / ``present`` when at least one sample has it; samples
     without it get an empty det target, seg/edge maps full of 255, or cls -1 (multi-label:
-    zeros), and ``present`` False. Target formats: ``mtvision.models.heads.base``.
+    zeros), depth and normals zeros (invalid), and ``present`` False. Target formats:
+    ``mtvision.models.heads.base``. ``"edge_gts"`` lists each sample's full-resolution annotator
+    boundary maps (``None`` where it has none), for the edge benchmark protocol.
     """
     if not samples:
         raise ValueError("collate() got an empty list of samples")
@@ -39,7 +45,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
                          "use build_transforms(..., image_size) to letterbox them")
     images = torch.stack([s["image"] for s in samples])
     hw = tuple(images.shape[-2:])
-    tasks = [t for t in ("det", "seg", "edge", "cls") if any(t in s["targets"] for s in samples)]
+    tasks = [t for t in TASKS if any(t in s["targets"] for s in samples)]
     tasks += sorted({t for s in samples for t in s["targets"]} - set(tasks))
 
     targets: dict[str, Any] = {}
@@ -57,4 +63,5 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "orig_sizes": [tuple(s["orig_size"]) for s in samples],
         "targets": targets,
         "present": present,
+        "edge_gts": [s.get("edge_gts") for s in samples],
     }

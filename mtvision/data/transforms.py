@@ -16,8 +16,18 @@ Boxes that leave the image: boxes are clipped to the image (``clip=True``) befor
 and after every op; a box is dropped when less than ``min_visibility`` of its area (default 0.3)
 is left in the image after the ops, or when it ends up narrower or shorter than
 ``min_box_size`` pixels (default 1), or is degenerate (zero width or height) to begin with.
+Crowd boxes (COCO ``iscrowd`` regions, kept for evaluation) follow the same rule. Instance masks
+stay aligned with the boxes that survive.
 Masks that user ops push out of the image are filled with the op's ``fill_mask`` (albumentations'
 default is 0 = background; pass ``fill_mask: 255`` to rotations/affines to mark them ignored).
+
+Depth and surface normals ride through the same call as float maps (resized with nearest
+neighbour, so no depth is invented across an object's border). Pixels that did not come from the
+image (letterbox padding, or what a user op fills in) become invalid: depth 0, normals the zero
+vector. Normals are direction vectors ``(x, y, z)`` with x along the image columns and y along
+the rows: a horizontal flip negates x, a vertical flip negates y (whichever way the dataset's y
+axis points). Ops that rotate or shear the image would have to rotate the vectors too, which
+needs the dataset's axis convention; they are refused with an error when a sample has normals.
 
 Randomness: albumentations 2.x ignores ``np.random.seed`` / ``random.seed``; its ``Compose`` keeps
 its own generator. The pipeline reseeds it from ``torch.initial_seed()`` on its first call in
@@ -48,12 +58,45 @@ MASK_IGNORE = 255
 
 
 class TransformResult(NamedTuple):
-    """Output of a transform pipeline (unpacks as ``image, boxes, labels, masks``)."""
+    """Output of a transform pipeline (its first four fields: ``image, boxes, labels, masks``)."""
 
     image: Tensor  # float32 [3, H, W], normalised
     boxes: np.ndarray  # float32 [K, 4] xyxy in output pixels
     labels: np.ndarray  # int64 [K]
     masks: dict[str, np.ndarray]  # name -> uint8 [H, W]
+    crowd: np.ndarray | None = None  # bool [K]: the box is an iscrowd region
+    instance_masks: np.ndarray | None = None  # uint8 [K, H, W], one per kept box
+    depth: np.ndarray | None = None  # float32 [H, W], 0 = invalid
+    normals: np.ndarray | None = None  # float32 [H, W, 3], zero vector = invalid
+
+
+# Ops whose applied parameters carry an affine ``matrix``; anything but a diagonal (scale or
+# flip) part rotates or shears, which surface normals cannot follow without an axis convention.
+_FLIP_AXIS = {"HorizontalFlip": 0, "VerticalFlip": 1}
+
+
+def _orient_normals(normals: np.ndarray, applied: list[tuple[str, dict[str, Any]]]) -> np.ndarray:
+    """Turn the normal vectors as the applied ops turned the image."""
+    sign = np.ones(2, np.float32)
+    for name, params in applied:
+        if name in _FLIP_AXIS:
+            sign[_FLIP_AXIS[name]] *= -1
+            continue
+        matrix = params.get("matrix")
+        if matrix is not None:
+            lin = np.asarray(matrix, np.float64)[:2, :2]
+            if abs(lin[0, 1]) > 1e-9 or abs(lin[1, 0]) > 1e-9:
+                raise ValueError(f"transform {name} rotates or shears the image; surface "
+                                 "normals cannot follow it (use flips, crops and scaling)")
+            sign *= np.sign(np.diag(lin)).astype(np.float32)
+        elif name in ("Transpose", "RandomRotate90", "D4", "Rotate", "SafeRotate"):
+            raise ValueError(f"transform {name} rotates the image; surface normals cannot "
+                             "follow it (use flips, crops and scaling)")
+    if (sign == 1).all():
+        return normals
+    out = normals.copy()
+    out[..., :2] *= sign
+    return out
 
 
 def _transform_names() -> list[str]:
@@ -184,10 +227,13 @@ class Transforms:
         self.compose = A.Compose(
             [*user_ops, *_letterbox_ops(self.image_size)],
             bbox_params=A.BboxParams(
-                format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility,
+                format="pascal_voc", label_fields=["labels", "box_index"],
+                min_visibility=min_visibility,
                 min_width=min_box_size, min_height=min_box_size, clip=True,
                 filter_invalid_bboxes=True,
             ),
+            additional_targets={"dense": "mask"},
+            save_applied_params=True,
         )
         self._seeded_pid: int | None = None
 
@@ -198,7 +244,15 @@ class Transforms:
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray | None = None,
                  labels: np.ndarray | None = None,
-                 masks: dict[str, np.ndarray] | None = None) -> TransformResult:
+                 masks: dict[str, np.ndarray] | None = None, *,
+                 crowd: np.ndarray | None = None, instance_masks: np.ndarray | None = None,
+                 depth: np.ndarray | None = None,
+                 normals: np.ndarray | None = None) -> TransformResult:
+        """Transform one sample; every given target comes back moved with the image.
+
+        ``crowd`` (bool[K]) flags boxes that are iscrowd regions; ``instance_masks`` (uint8
+        [K, H, W]) are the boxes' masks; ``depth`` float[H, W] and ``normals`` float[H, W, 3].
+        """
         if self._seeded_pid != os.getpid():
             # A forked worker inherits the parent's generator state: reseed per process.
             self.compose.set_random_seed(torch.initial_seed() % 2**32)
@@ -210,28 +264,78 @@ class Transforms:
                   else np.asarray(labels, np.int64).reshape(-1))
         if len(labels) != len(boxes):
             raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        crowd_in = (np.zeros(len(boxes), bool) if crowd is None
+                    else np.asarray(crowd, bool).reshape(-1))
+        if len(crowd_in) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(crowd_in)} crowd flags")
+        if instance_masks is not None and len(instance_masks) != len(boxes):
+            raise ValueError(f"{len(boxes)} boxes but {len(instance_masks)} instance masks")
         # Clip and drop degenerate boxes up front: albumentations rejects x_max <= x_min.
         boxes = boxes.copy()
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        # Each box carries its index, so its crowd flag and instance mask follow it.
+        index = np.flatnonzero(keep)
         boxes, labels = boxes[keep], labels[keep]
 
         names = list(masks or {})
-        data: dict[str, Any] = {"image": image, "bboxes": boxes, "labels": labels}
-        if names:
-            for n in names:
-                if masks[n].shape[:2] != (h, w):
-                    raise ValueError(f"mask '{n}' is {masks[n].shape[:2]}, image is {(h, w)}")
-            # One "masks" list rather than named targets, so any mask names work; all masks
-            # share the ignore padding.
-            data["masks"] = [np.ascontiguousarray(masks[n], dtype=np.uint8) for n in names]
+        for n in names:
+            if masks[n].shape[:2] != (h, w):
+                raise ValueError(f"mask '{n}' is {masks[n].shape[:2]}, image is {(h, w)}")
+        # One "masks" list rather than named targets, so any mask names work; all masks
+        # share the ignore padding.
+        mask_list = [np.ascontiguousarray(masks[n], dtype=np.uint8) for n in names]
+        n_inst = 0
+        if instance_masks is not None and len(index):
+            inst = np.asarray(instance_masks, np.uint8)[index]
+            mask_list += list(inst)
+            n_inst = len(inst)
+        floats: list[np.ndarray] = []
+        if depth is not None:
+            floats.append(np.asarray(depth, np.float32)[..., None])
+        if normals is not None:
+            floats.append(np.asarray(normals, np.float32).reshape(h, w, 3))
+        if floats:
+            for f in floats:
+                if f.shape[:2] != (h, w):
+                    raise ValueError(f"depth/normals map is {f.shape[:2]}, image is {(h, w)}")
+            # Ones mark real pixels: letterbox padding (255) and user fills (0) both differ.
+            mask_list.append(np.ones((h, w), np.uint8))
+        data: dict[str, Any] = {"image": image, "bboxes": boxes, "labels": labels,
+                                "box_index": index}
+        if mask_list:
+            data["masks"] = mask_list
+        if floats:
+            data["dense"] = np.concatenate(floats, axis=2)
         out = self.compose(**data)
         out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
         out_labels = np.asarray(out["labels"], np.int64).reshape(-1)
-        out_masks = {n: np.asarray(m, np.uint8) for n, m in zip(names, out.get("masks", []),
-                                                                strict=True)}
-        return TransformResult(image_to_tensor(out["image"]), out_boxes, out_labels, out_masks)
+        kept = np.asarray(out["box_index"], np.int64).reshape(-1)
+        out_list = list(out.get("masks", []))
+        out_masks = {n: np.asarray(m, np.uint8) for n, m in zip(names, out_list, strict=False)}
+        result: dict[str, Any] = {"crowd": crowd_in[kept]}
+        if instance_masks is not None:
+            oh, ow = out["image"].shape[:2]
+            inst_out = out_list[len(names):len(names) + n_inst]
+            # Position among the boxes that entered the pipeline -> the instance mask slot.
+            slot = {int(i): k for k, i in enumerate(index)}
+            # == 1: the letterbox pads masks with 255, which is not part of any instance.
+            result["instance_masks"] = (np.stack([np.asarray(inst_out[slot[int(i)]]) == 1
+                                                  for i in kept]).astype(np.uint8)
+                                        if len(kept) else np.zeros((0, oh, ow), np.uint8))
+        if floats:
+            valid = np.asarray(out_list[-1]) == 1
+            dense = np.asarray(out["dense"], np.float32) * valid[..., None]
+            c = 0
+            if depth is not None:
+                result["depth"] = np.ascontiguousarray(dense[..., 0])
+                c = 1
+            if normals is not None:
+                result["normals"] = _orient_normals(np.ascontiguousarray(dense[..., c:c + 3]),
+                                                    out.get("applied_transforms", []))
+        return TransformResult(image_to_tensor(out["image"]), out_boxes, out_labels, out_masks,
+                               **result)
 
 
 def build_transforms(ops: Sequence[dict[str, Any]] | None, image_size: tuple[int, int] | int,
