@@ -56,3 +56,25 @@ def tiny_cfg(shapes_root):
     from mtvision.config import load_config
 
     return load_config(ROOT / "configs" / "demo.yaml", tiny_overrides(shapes_root))
+
+
+SAMPLES = ROOT / "tests" / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """Small redistributable real data copied into the repository (see its README)."""
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared sample data (``$MTV_SHARED_DATA``, default ``../shared/data``).
+
+    Research-only sets (BSDS500, CamVid, VOC) are read from there, never copied into the
+    repository; tests that need them skip where the folder is absent.
+    """
+    path = Path(os.environ.get("MTV_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"shared sample data not found at {path} (set MTV_SHARED_DATA)")
+    return path
