@@ -1,0 +1,1 @@
+"""Dataset converters, one module per source format; ``tools/convert_dataset.py`` runs them."""
