@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mtvision.registry import BACKBONES, BALANCERS, DATASETS, HEADS, NECKS, ConfigError, Registry
+from mtvision.registry import BACKBONES, BALANCERS, HEADS, NECKS, ConfigError, Registry
 from mtvision.registry import closest as _closest
 
 
@@ -82,8 +82,13 @@ SCHEMA: dict[str, Any] = {
         "fuse_dense_losses": Field(BOOL, True),
     },
     "data": {
+        # One reader (``type``, ``root``, its ``options``), or several in ``datasets``:
+        # a list of {type, root, options, tasks, ratio, train_split, val_split}
+        # (mtvision.data.build.check_data_config, mtvision.data.mixing).
         "type": Field(STR, "mtvision"),
         "root": Field(STR, "data/shapes"),
+        "options": Field((dict,), {}),
+        "datasets": FreeList([]),
         "train_split": Field(STR, "train"),
         "val_split": Field(STR, "val"),
         # Generate the built-in shapes data into ``root`` first: options of generate_shapes.
@@ -375,11 +380,9 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 
 def _check_dataset(cfg: dict[str, Any], origins: dict[str, str]) -> dict[str, Any]:
-    name = cfg["data"]["type"]
-    if name not in DATASETS:
-        raise ConfigError(f"{_where(origins, 'data.type')}: unknown dataset type '{name}'"
-                          f"{_closest(name, DATASETS.names())}; available: "
-                          f"{', '.join(DATASETS.names())}")
+    from mtvision.data.build import check_data_config
+
+    check_data_config(cfg["data"], lambda key: _where(origins, key))
     return cfg
 
 

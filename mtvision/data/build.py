@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -10,16 +11,97 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mtvision.data import formats as _formats  # noqa: F401 - registers the readers
 from mtvision.data.collate import collate
+from mtvision.data.mixing import MixedDataset, MixedSampler
+from mtvision.data.sample import TASKS
 from mtvision.data.transforms import build_transforms
-from mtvision.registry import DATASETS, ConfigError
+from mtvision.registry import DATASETS, ConfigError, closest
+
+# Keys of one entry of ``data.datasets`` (besides the reader's own ``options``).
+MIX_KEYS = ("type", "root", "options", "tasks", "ratio", "train_split", "val_split")
 
 
-def build_dataset(data_cfg: dict[str, Any], split: str, train: bool) -> Dataset:
+def reader_options(name: str) -> list[str]:
+    """The options a reader accepts in ``data.options``: its own and ``ReaderDataset``'s."""
+    from mtvision.data.base import ReaderDataset
+
+    fixed = {"self", "root", "split", "transforms", "skip_invalid"}
+    names: list[str] = []
+    for fn in (DATASETS.get(name).__init__, ReaderDataset.__init__):
+        for p in inspect.signature(fn).parameters.values():
+            if p.name not in fixed and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) \
+                    and p.name not in names:
+                names.append(p.name)
+    return names
+
+
+def check_data_config(dcfg: dict[str, Any], where: Callable[[str], str] = lambda k: k) -> None:
+    """Check ``data.type``, ``data.options`` and every ``data.datasets`` entry; one clear
+    ``ConfigError`` naming the key (``where(key)`` adds the file it came from)."""
+    def check_reader(name: Any, options: Any, key: str) -> None:
+        if not isinstance(name, str) or name not in DATASETS:
+            raise ConfigError(f"{where(key + '.type')}: unknown dataset type '{name}'"
+                              f"{closest(str(name), DATASETS.names())}; available: "
+                              f"{', '.join(DATASETS.names())}")
+        if not isinstance(options, dict):
+            raise ConfigError(f"{where(key + '.options')}: '{key}.options' must be a mapping")
+        valid = reader_options(name)
+        for opt in options:
+            if opt not in valid:
+                raise ConfigError(f"{where(f'{key}.options.{opt}')}: unknown option "
+                                  f"'{key}.options.{opt}' for dataset type '{name}'"
+                                  f"{closest(str(opt), valid)}; valid: {', '.join(valid)}")
+
+    entries = dcfg.get("datasets") or []
+    if not entries:
+        check_reader(dcfg["type"], dcfg.get("options") or {}, "data")
+        return
+    with_ratio = 0
+    for i, entry in enumerate(entries):
+        key = f"data.datasets[{i}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where('data.datasets')}: '{key}' must be a mapping with type "
+                              "and root")
+        for k in entry:
+            if k not in MIX_KEYS:
+                raise ConfigError(f"{where('data.datasets')}: unknown key '{key}.{k}'"
+                                  f"{closest(str(k), list(MIX_KEYS))}; valid: "
+                                  f"{', '.join(MIX_KEYS)}")
+        for k in ("type", "root"):
+            if k not in entry:
+                raise ConfigError(f"{where('data.datasets')}: '{key}' needs '{k}'")
+        check_reader(entry["type"], entry.get("options") or {}, key)
+        ratio = entry.get("ratio")
+        if ratio is not None:
+            with_ratio += 1
+            if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio <= 0:
+                raise ConfigError(f"{where('data.datasets')}: '{key}.ratio' must be a number "
+                                  f"> 0, got {ratio!r}")
+        tasks = entry.get("tasks")
+        if tasks is not None and (not isinstance(tasks, list)
+                                  or any(t not in TASKS for t in tasks)):
+            raise ConfigError(f"{where('data.datasets')}: '{key}.tasks' must be a list of "
+                              f"{', '.join(TASKS)}, got {tasks!r}")
+    if with_ratio not in (0, len(entries)):
+        raise ConfigError(f"{where('data.datasets')}: give every dataset a ratio, or none "
+                          "(then each is drawn in proportion to its size)")
+
+
+def _reader(name: str, root: str, split: str, options: dict[str, Any], transforms: Any,
+            skip_invalid: bool, where: str) -> Dataset:
+    return DATASETS.build({"name": name, "root": root, "split": split,
+                           "transforms": transforms, "skip_invalid": skip_invalid, **options},
+                          where)
+
+
+def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> Dataset:
     """The dataset of ``split`` with the train or evaluation transforms.
 
-    With ``data.synthetic`` set, the built-in shapes data is generated into ``data.root``
-    first (cached: a second call reuses it).
+    With ``data.datasets`` it is a ``MixedDataset`` of every entry (each with its own split:
+    ``train_split`` / ``val_split`` of the entry, else of ``data``; an entry whose val_split is
+    null is left out of evaluation). With ``data.synthetic`` set, the built-in shapes data is
+    generated into ``data.root`` first (cached: a second call reuses it).
     """
+    check_data_config(data_cfg)
     if data_cfg.get("synthetic"):
         from mtvision.data.synthetic import generate_shapes
 
@@ -27,9 +109,27 @@ def build_dataset(data_cfg: dict[str, Any], split: str, train: bool) -> Dataset:
     size = tuple(data_cfg["image_size"])
     ops = data_cfg["train_transforms"] if train else None
     transforms = build_transforms(ops, size, train, where="data.train_transforms")
-    return DATASETS.build({"name": data_cfg["type"], "root": data_cfg["root"], "split": split,
-                           "transforms": transforms, "skip_invalid": data_cfg["skip_invalid"]},
-                          "data")
+    entries = data_cfg.get("datasets") or []
+    if not entries:
+        return _reader(data_cfg["type"], data_cfg["root"], split, data_cfg.get("options") or {},
+                       transforms, data_cfg["skip_invalid"], "data")
+    key = "train_split" if train else "val_split"
+    parts, names, ratios = [], [], []
+    for i, entry in enumerate(entries):
+        entry_split = entry[key] if key in entry else (split or data_cfg[key])
+        if entry_split is None:
+            continue
+        options = dict(entry.get("options") or {})
+        if entry.get("tasks") is not None:
+            options["tasks"] = entry["tasks"]
+        parts.append(_reader(entry["type"], entry["root"], entry_split, options, transforms,
+                             data_cfg["skip_invalid"], f"data.datasets[{i}]"))
+        names.append(f"data.datasets[{i}] ({entry['type']} '{entry['root']}')")
+        ratios.append(entry.get("ratio"))
+    if not parts:
+        raise ConfigError(f"no dataset in data.datasets has a {key}")
+    use_ratios = [float(r) for r in ratios] if all(r is not None for r in ratios) else None
+    return MixedDataset(parts, names, use_ratios if train else None)
 
 
 def dataset_classes(ds: Any) -> dict[str, list[str]]:
@@ -72,7 +172,14 @@ class EpochSampler(Sampler[int]):
 
 def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
                  seed: int = 0) -> DataLoader:
-    sampler = EpochSampler(len(ds), seed, shuffle=train)
+    """A loader whose sampler is fixed by (seed, epoch) and can start mid-epoch.
+
+    A training ``MixedDataset`` with ratios is drawn by ``MixedSampler``."""
+    sampler: EpochSampler | MixedSampler
+    if train and isinstance(ds, MixedDataset) and ds.ratios is not None:
+        sampler = MixedSampler(ds.sizes, ds.ratios, seed)
+    else:
+        sampler = EpochSampler(len(ds), seed, shuffle=train)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=train,

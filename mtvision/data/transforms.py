@@ -204,6 +204,18 @@ def letterbox(image: np.ndarray, size: tuple[int, int] | int
     return out, scale, pad
 
 
+def unletterbox(x: np.ndarray, orig_hw: tuple[int, int], size: tuple[int, int] | int,
+                interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """A map predicted on the letterboxed input, cropped to the image and resized back to
+    ``orig_hw`` (the inverse of ``letterbox`` for dense outputs: seg, edge, depth)."""
+    _, (new_h, new_w), (pad_left, pad_top) = letterbox_params(orig_hw, _as_hw(size))
+    crop = np.ascontiguousarray(np.asarray(x)[pad_top:pad_top + new_h, pad_left:pad_left + new_w])
+    h, w = orig_hw
+    if crop.shape[:2] == (h, w):
+        return crop
+    return cv2.resize(crop, (w, h), interpolation=interpolation)
+
+
 @functools.lru_cache(maxsize=16)
 def _letterbox_compose(size: tuple[int, int]) -> A.Compose:
     return A.Compose(_letterbox_ops(size))

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from mtvision.data.io import read_image
-from mtvision.data.transforms import image_to_tensor, letterbox, letterbox_params
+from mtvision.data.transforms import image_to_tensor, letterbox, letterbox_params, unletterbox
 from mtvision.engine.checkpoint import load_checkpoint
 from mtvision.engine.device import resolve_device
 from mtvision.inference.drawing import draw_predictions
@@ -226,12 +226,13 @@ class Predictor:
             if "det" in preds:
                 self._det(result, preds["det"][i], lb)
             if "seg" in preds:
-                seg = _crop(preds["seg"][i], lb)
+                seg = _numpy(preds["seg"][i])
                 seg = seg.astype(np.uint8 if seg.max(initial=0) < 256 else np.uint16)
-                result.semseg = _resize(seg, lb.orig_size, cv2.INTER_NEAREST_EXACT)
+                result.semseg = unletterbox(seg, lb.orig_size, self.image_size,
+                                            cv2.INTER_NEAREST_EXACT)
             if "edge" in preds:
-                edge = _crop(preds["edge"][i], lb).astype(np.float32)
-                result.edge = np.clip(_resize(edge, lb.orig_size, cv2.INTER_LINEAR), 0.0, 1.0)
+                edge = _numpy(preds["edge"][i]).astype(np.float32)
+                result.edge = np.clip(unletterbox(edge, lb.orig_size, self.image_size), 0.0, 1.0)
             if "cls" in preds:
                 result.cls = self._cls(preds["cls"][i])
             results.append(result)
@@ -287,16 +288,5 @@ class Predictor:
         return results[0] if single else results
 
 
-def _crop(x: Any, lb: Letterbox) -> np.ndarray:
-    """The part of a model-input-sized map that covers the original image."""
-    arr = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    pad_left, pad_top = lb.pad
-    new_h, new_w = lb.resized
-    return arr[pad_top:pad_top + new_h, pad_left:pad_left + new_w]
-
-
-def _resize(x: np.ndarray, size_hw: tuple[int, int], interpolation: int) -> np.ndarray:
-    h, w = size_hw
-    if x.shape[:2] == (h, w):
-        return np.ascontiguousarray(x)
-    return cv2.resize(np.ascontiguousarray(x), (w, h), interpolation=interpolation)
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

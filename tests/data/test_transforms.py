@@ -147,3 +147,52 @@ def test_augmentations_follow_the_torch_seed() -> None:
     second = run()
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert len({round(float(x.sum()), 3) for x in first}) > 1  # the ops do fire randomly
+
+
+def test_depth_normals_instances_and_crowd_follow_a_flip() -> None:
+    h, w = 40, 60
+    image = _image(h, w)
+    depth = np.arange(h * w, dtype=np.float32).reshape(h, w) + 1
+    normals = np.zeros((h, w, 3), np.float32)
+    normals[...] = (0.6, -0.0, 0.8)
+    normals[:, :10] = (0.0, 0.6, 0.8)
+    inst = np.zeros((2, h, w), np.uint8)
+    inst[0, 5:10, 5:10] = 1
+    inst[1, 20:30, 30:50] = 1
+    t = build_transforms([{"name": "HorizontalFlip", "p": 1.0}], (h, w), train=True)
+    out = t(image, np.array([[5, 5, 10, 10], [30, 20, 50, 30]]), np.array([1, 2]), {},
+            crowd=np.array([False, True]), instance_masks=inst, depth=depth, normals=normals)
+    np.testing.assert_allclose(out.boxes, [[50, 5, 55, 10], [10, 20, 30, 30]])
+    assert out.crowd.tolist() == [False, True]
+    np.testing.assert_array_equal(out.instance_masks, inst[:, :, ::-1])
+    np.testing.assert_array_equal(out.depth, depth[:, ::-1])
+    # A horizontal flip mirrors the x component of every normal.
+    expected = normals[:, ::-1].copy()
+    expected[..., 0] *= -1
+    np.testing.assert_allclose(out.normals, expected)
+
+
+def test_letterbox_padding_invalidates_depth_and_normals_and_drops_masks_with_boxes() -> None:
+    h, w = 20, 40
+    depth = np.full((h, w), 3.0, np.float32)
+    normals = np.tile(np.array([0, 0, 1], np.float32), (h, w, 1))
+    inst = np.zeros((2, h, w), np.uint8)
+    inst[0, 0:5, 0:5] = 1
+    inst[1, 10:20, 10:30] = 1
+    # The first box is degenerate: dropped with its mask, the second keeps its own mask.
+    t = build_transforms(None, (40, 40), train=False)
+    out = t(_image(h, w), np.array([[3, 3, 3, 8], [10, 10, 30, 20]]), np.array([0, 1]), {},
+            instance_masks=inst, depth=depth, normals=normals)
+    assert out.labels.tolist() == [1] and out.instance_masks.shape == (1, 40, 40)
+    # Letterbox: scale 1, pad_top 10 -> the mask moves down 10 rows.
+    np.testing.assert_array_equal(out.instance_masks[0, 10:30], inst[1])
+    assert (out.depth[:10] == 0).all() and (out.depth[10:30] == 3).all()
+    assert (out.normals[:10] == 0).all() and (out.normals[10:30, :, 2] == 1).all()
+
+
+def test_rotations_are_refused_with_normals() -> None:
+    t = build_transforms([{"name": "Rotate", "limit": 30, "p": 1.0}], (20, 20), train=True)
+    normals = np.tile(np.array([0, 0, 1], np.float32), (20, 20, 1))
+    with pytest.raises(ValueError, match="Rotate rotates or shears"):
+        t(_image(20, 20), normals=normals)
+    t(_image(20, 20), depth=np.ones((20, 20), np.float32))  # depth alone may rotate
