@@ -77,6 +77,8 @@ class ReaderDataset(Dataset):
         self.cls_classes: list[str] = []
         self.multi_label = False
         self.tasks: list[str] = []
+        self._read_tasks: set[str] = set()
+        self._need_instances = False
         self._default_transforms: dict[tuple[int, int], TransformFn] = {}
 
     # -- what subclasses provide ---------------------------------------------------------------
@@ -133,10 +135,18 @@ class ReaderDataset(Dataset):
                                 f"{tasks} (derive_seg / derive_edges add seg and edge)")
             tasks = [t for t in tasks if t in self._requested]
         self.tasks = tasks
+        # Labels to read: the tasks fed, plus what derivation needs.
+        self._read_tasks = set(tasks)
+        if "edge" in tasks and self.derive_edges == "seg":
+            self._read_tasks.add("seg")
         # Instance masks are read when something needs them: derivation or the det target.
         self._need_instances = has_instances and (
             self.instance_masks or (self.derive_seg and "seg" not in native)
             or self.derive_edges == "instances")
+
+    def wants(self, task: str) -> bool:
+        """Whether ``read`` should load ``task``'s labels (fed, or needed to derive another)."""
+        return task in self._read_tasks
 
     # -- shared behaviour ----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtvision.data.collate import collate
-from mtvision.data.formats.mtvision import MTVDataset
+from mtvision.data.formats.mtv import MTVDataset
 from mtvision.data.io import DataError, read_image, read_mask, write_json_atomic
 from mtvision.data.synthetic import generate_shapes
 from mtvision.data.transforms import build_transforms

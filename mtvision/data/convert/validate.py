@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mtvision.data import formats as _formats  # noqa: F401 - registers the readers
 from mtvision.data.io import DataError
 from mtvision.registry import DATASETS, ConfigError, closest
 

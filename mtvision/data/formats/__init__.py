@@ -1,3 +1,7 @@
 """Dataset readers, one module per format; importing this package registers them all."""
 
-from mtvision.data.formats import mtvision  # noqa: F401
+import mtvision.data.formats.bsds  # noqa: F401
+import mtvision.data.formats.camvid  # noqa: F401
+import mtvision.data.formats.classification  # noqa: F401
+import mtvision.data.formats.mtv  # noqa: F401
+import mtvision.data.formats.nyuv2  # noqa: F401

@@ -110,15 +110,15 @@ class MTVDataset(ReaderDataset):
             raise DataError(f"image '{img_path}' is {w}x{h} but '{self.ann_file.name}' says "
                             f"{info.get('width')}x{info.get('height')}")
         raw = RawSample(image=image, image_id=int(info["id"]), file_name=file_name)
-        if "det" in self.tasks:
+        if self.wants("det"):
             raw.boxes, raw.labels = self._det(info, img_path)
-        if "seg" in self.tasks and info.get("seg_file"):
+        if self.wants("seg") and info.get("seg_file"):
             raw.seg = self._mask(info["seg_file"], (h, w), len(self.seg_classes))
-        if "edge" in self.tasks and info.get("edge_file"):
+        if self.wants("edge") and info.get("edge_file"):
             edge = self._mask(info["edge_file"], (h, w), None)
             # Binarise before the transforms so that their 255 padding stays "ignore".
             raw.edge = (edge >= 128).astype(np.uint8)
-        if "cls" in self.tasks and info.get("cls") is not None:
+        if self.wants("cls") and info.get("cls") is not None:
             raw.cls = self._cls(info["cls"], img_path)
         return raw
     def _det(self, info: dict[str, Any], img_path: Path) -> tuple[np.ndarray, np.ndarray]:
