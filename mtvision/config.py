@@ -135,6 +135,12 @@ SCHEMA: dict[str, Any] = {
     "eval": {
         "edge_thresholds": Field(INT, 99),
         "edge_max_dist": Field(FLOAT, 0.0075),
+        # exact: the BSDS protocol with its one-to-one pixel correspondence (pyEdgeEval's CSA
+        # matcher; ~0.1 s per threshold and annotator on a 481x321 image), used by tools/eval.py;
+        # approx: matching by distance alone (100x faster, scores somewhat higher), used by the
+        # periodic evaluations during training unless train_edge_mode says otherwise.
+        "edge_mode": Field(STR, "exact", choices=("exact", "approx")),
+        "train_edge_mode": Field(STR, "approx", choices=("exact", "approx")),
         "max_images": Field(INT, None, nullable=True),
     },
 }

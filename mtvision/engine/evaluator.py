@@ -30,6 +30,7 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
         if task == "edge":
             kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
             kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
+            kwargs["edge_mode"] = eval_cfg.get("edge_mode", "exact")
         metrics[task] = build_metric(task, **kwargs)
     return metrics
 
@@ -64,7 +65,10 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
             images = batch["images"].to(device)
             preds = _to_cpu(model.predict(images))
             for task, metric in metrics.items():
-                if task in batch["targets"] and bool(batch["present"][task].any()):
+                if task == "edge":
+                    if _update_edge(metric, preds[task], batch, tuple(images.shape[-2:])):
+                        seen.add(task)
+                elif task in batch["targets"] and bool(batch["present"][task].any()):
                     metric.update(preds[task], batch["targets"][task], batch["present"][task])
                     seen.add(task)
             done += images.shape[0]
@@ -73,6 +77,32 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     finally:
         model.train(was_training)
     return {task: metrics[task].compute() for task in metrics if task in seen}
+
+
+def _update_edge(metric: Any, preds: list, batch: dict[str, Any],
+                 input_hw: tuple[int, int]) -> bool:
+    """Add a batch's edge predictions; returns whether any image had edge labels.
+
+    Where the data has the annotators' own maps (BSDS500), the image is scored as the benchmark
+    does: the prediction mapped back to the original pixels and matched against every
+    annotator. Other images are scored against their (resized) edge target.
+    """
+    from mtvision.data.transforms import unletterbox
+
+    n = len(preds)
+    gts = batch.get("edge_gts") or [None] * n
+    full = [g is not None for g in gts]
+    if any(full):
+        metric.update([unletterbox(preds[i].numpy().astype("float32"),
+                                   tuple(batch["orig_sizes"][i]), input_hw)
+                       for i in range(n) if full[i]],
+                      [gts[i] for i in range(n) if full[i]])
+    present = batch["present"].get("edge")
+    rest = ([bool(p) and not f for p, f in zip(present.tolist(), full, strict=True)]
+            if present is not None else [False] * n)
+    if any(rest):
+        metric.update(preds, batch["targets"]["edge"], rest)
+    return any(full) or any(rest)
 
 
 def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> float:

@@ -278,8 +278,11 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
+        # Periodic evaluations use the fast edge matcher unless eval.train_edge_mode says
+        # otherwise; tools/eval.py scores with the benchmark's own (eval.edge_mode).
+        eval_cfg = {**self.cfg["eval"], "edge_mode": self.cfg["eval"]["train_edge_mode"]}
         res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
-                       self.cfg["eval"], self.device, self.progress)
+                       eval_cfg, self.device, self.progress)
         score = summary_score(res, self.cfg["train"]["best_metric"]) if res else float("nan")
         self.logger.log({"type": "eval", "iter": self.iteration,
                          "epoch": self.iteration / self.epoch_len, "metrics": res,

@@ -6,9 +6,14 @@ from collections.abc import Sequence
 
 from mtvision.metrics.base import Metric
 from mtvision.metrics.classification import ClassificationMetric, average_precision
-from mtvision.metrics.detection import DetectionMetric
-from mtvision.metrics.edge import EdgeMetric, edge_ods_ois
-from mtvision.metrics.segmentation import SegmentationMetric, iou_from_confusion
+from mtvision.metrics.detection import DetectionMetric, coco_evaluate, coco_results
+from mtvision.metrics.edge import MODES as EDGE_MODES
+from mtvision.metrics.edge import EdgeMetric, edge_benchmark, edge_ods_ois
+from mtvision.metrics.segmentation import (
+    SegmentationMetric,
+    format_per_class_table,
+    iou_from_confusion,
+)
 from mtvision.registry import ConfigError, closest
 
 TASKS = ("det", "seg", "edge", "cls")
@@ -22,7 +27,11 @@ __all__ = [
     "SegmentationMetric",
     "average_precision",
     "build_metric",
+    "coco_evaluate",
+    "coco_results",
+    "edge_benchmark",
     "edge_ods_ois",
+    "format_per_class_table",
     "iou_from_confusion",
 ]
 
@@ -34,11 +43,15 @@ def build_metric(
     multi_label: bool = False,
     edge_thresholds: int = 99,
     edge_max_dist: float = 0.0075,
+    edge_mode: str = "exact",
+    cat_ids: Sequence[int] | None = None,
 ) -> Metric:
     """The metric of ``task``, given the options it uses.
 
-    det: ``num_classes``, ``class_names``; seg: ``num_classes``, ``class_names`` (ignore 255);
-    edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults);
+    det: ``num_classes``, ``class_names``, ``cat_ids`` (optional dataset category id of each
+    contiguous label); seg: ``num_classes``, ``class_names`` (ignore 255);
+    edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults), ``edge_mode`` ("exact": the
+    BSDS pixel correspondence, "approx": faster distance matching, scores somewhat higher);
     cls: ``num_classes``, ``multi_label``.
     ``num_classes`` defaults to ``len(class_names)``.
     """
@@ -46,13 +59,16 @@ def build_metric(
         raise ConfigError(f"unknown task '{task}'{closest(task, list(TASKS))}; "
                           f"available: {', '.join(TASKS)}")
     if task == "edge":
-        return EdgeMetric(thresholds=edge_thresholds, max_dist=edge_max_dist)
+        if edge_mode not in EDGE_MODES:
+            raise ConfigError(f"unknown edge_mode '{edge_mode}'; available: "
+                              f"{', '.join(EDGE_MODES)}")
+        return EdgeMetric(thresholds=edge_thresholds, max_dist=edge_max_dist, mode=edge_mode)
     if num_classes is None:
         if class_names is None:
             raise ConfigError(f"metric for task '{task}' needs num_classes or class_names")
         num_classes = len(class_names)
     if task == "det":
-        return DetectionMetric(num_classes, class_names=class_names)
+        return DetectionMetric(num_classes, class_names=class_names, cat_ids=cat_ids)
     if task == "seg":
         return SegmentationMetric(num_classes, class_names=class_names)
     return ClassificationMetric(num_classes, multi_label=multi_label)

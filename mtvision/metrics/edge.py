@@ -1,39 +1,52 @@
-"""Edge detection: ODS / OIS F-measure and AP, approximating the BSDS boundary benchmark.
+"""Edge detection: the BSDS500 boundary benchmark (ODS / OIS F-measure and AP).
 
-Protocol (after Arbelaez et al., "Contour Detection and Hierarchical Image Segmentation",
-TPAMI 2011, and the ``edgesEvalImg`` / ``edgesEvalDir`` code of the BSDS benchmark):
+Protocol of Arbelaez et al., "Contour Detection and Hierarchical Image Segmentation", TPAMI
+2011, as coded in the benchmark's ``evaluation_bdry_image.m`` and ``collect_eval_bdry.m``:
 
 * thresholds ``t_k = k / (thresholds + 1)``, k = 1..thresholds; at each one the prediction is
-  binarised (``pred > t``) and thinned to 1-px width with the Guo-Hall algorithm, the same as
-  ``skimage.morphology.thin`` (re-implemented here to thin all thresholds at once);
-* matching tolerance ``d = max_dist * image diagonal``;
-* precision: a thinned predicted pixel is correct if a ground-truth pixel of any annotator lies
-  within ``d``; recall: per annotator, a ground-truth pixel is found if a thinned predicted
-  pixel lies within ``d``; per image and threshold the counts (cntR, sumR, cntP, sumP) are kept,
-  recall counts summed over annotators;
-* ODS: best F over thresholds of the dataset-level precision / recall (no interpolation between
-  thresholds); OIS: F of the counts summed over images, each taken at that image's best
-  threshold; AP: area under the precision-recall curve, using the monotone precision envelope
-  (``max`` precision at recall >= r) sampled at the 101 recall points 0, 0.01, ..., 1 (the COCO
-  rule; BSDS instead ``interp1``-s the raw curve and integrates only over the recall range
-  reached).
+  binarised (``pred >= t``) and thinned to 1-px width (``bwmorph(..., 'thin', inf)``: the
+  Guo-Hall algorithm, re-implemented here as :func:`thin_stack` to thin all thresholds at once);
+* matching tolerance ``d = max_dist * image diagonal`` (0.0075 for BSDS, 0.011 for NYUD);
+* per threshold and annotator the thinned prediction is matched one-to-one to the annotator's
+  boundary pixels by the benchmark's own pixel correspondence (``correspondPixels``, a
+  min-cost bipartite assignment solved with CSA; the compiled copy in pyEdgeEval is used);
+  recall counts (cntR matched / sumR boundary pixels) are summed over annotators, and a
+  predicted pixel is correct (cntP of sumP) if it is matched to any annotator;
+* ODS: best F of the dataset-level precision / recall, interpolating linearly between
+  neighbouring thresholds (``findBestRPF``); OIS: each image at its best threshold (the last
+  one among ties), counts summed over images, F of the sums; AP: ``Area_PR``, precision
+  ``interp1``-ed at recall 0:0.01:1 over the unique recall values (0 outside their range),
+  summed and times 0.01. A prediction with a single recall value (e.g. a binary map) has AP 0.
 
-This is an approximation: BSDS matches pixels one-to-one (``correspondPixels``, a bipartite
-assignment), whereas here matching is by distance alone, so several predicted pixels may be
-credited for one ground-truth pixel and vice versa; scores are therefore somewhat higher than
-the official benchmark. The exact pixel-correspondence version is to come.
+``mode="exact"`` (default) is that protocol. The correspondence links unmatched pixels through
+a random sparse outlier graph, which BSDS seeds from the clock, so its counts jitter by about
+``e**-6`` (0.25 %) of the pixels from run to run and even a perfect prediction on a large image
+can lose a few matches; here the generator is reseeded with a fixed value before every call,
+so equal inputs always give equal scores. ``mode="approx"`` is a faster approximation: a
+pixel counts as matched when any pixel of the other map lies within ``d``, so several
+predicted pixels may be credited for one boundary pixel and vice versa; its counts are never
+below the exact ones and its scores are somewhat higher than the benchmark's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import math
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from pyEdgeEval._lib import correspond_pixels
 
 from mtvision.metrics.base import Metric, to_numpy
+
+MODES = ("exact", "approx")
+
+# Seed of the correspondence's outlier graph (any fixed non-zero value; 0 means "the clock").
+CORRESPONDENCE_SEED = 0x5DEECE66D
 
 # Neighbour offsets (row, col) of the 8 bits of a pixel's neighbourhood code, in the bit order
 # of skimage.morphology.thin (its correlation mask [[8, 4, 2], [16, 0, 1], [32, 64, 128]]).
@@ -73,7 +86,10 @@ def _dedupe(idx: np.ndarray, slot: np.ndarray) -> np.ndarray:
 
 
 def thin_stack(masks: np.ndarray) -> np.ndarray:
-    """Thin every 2-D binary mask of a ``[N, H, W]`` stack; equals ``skimage.morphology.thin``.
+    """Thin every 2-D binary mask of a ``[N, H, W]`` stack to 1-px lines.
+
+    Equals ``skimage.morphology.thin`` and MATLAB's ``bwmorph(m, 'thin', inf)``: both
+    sub-iterations are repeated until a whole iteration deletes nothing.
 
     Guo-Hall is a parallel algorithm: each sub-iteration deletes, from one snapshot, the pixels
     whose 3x3 neighbourhood code is in its table. A pixel's decision can only change when a
@@ -116,12 +132,141 @@ def thin_stack(masks: np.ndarray) -> np.ndarray:
     return pad[:, 1:-1, 1:-1].astype(bool)
 
 
-def _disk_offsets(radius: float, width: int) -> np.ndarray:
-    """Flat offsets (row stride ``width``) of the pixels within Euclidean ``radius``."""
-    r = int(np.floor(radius))
+def _correspondence_reseeder() -> Callable[[int], None] | None:
+    """A function reseeding the random generator of pyEdgeEval's compiled correspondence.
+
+    ``Random::rand`` is a global of that C++ library with an exported ``reseed`` method; it is
+    reached through ctypes (the same loaded library). ``None`` where the symbols are missing:
+    the correspondence then keeps its clock seed, as in BSDS.
+    """
+    try:
+        lib = ctypes.CDLL(sys.modules[correspond_pixels.__module__].__file__)
+        state = ctypes.addressof(ctypes.c_char.in_dll(lib, "_ZN6Random4randE"))
+        reseed = lib._ZN6Random6reseedEm  # Random::reseed(u_int64_t), `this` first
+    except (AttributeError, KeyError, OSError, TypeError, ValueError):
+        return None
+    reseed.argtypes = [ctypes.c_void_p, ctypes.c_uint64]
+    reseed.restype = None
+    return lambda seed: reseed(state, seed)
+
+
+_reseed = _correspondence_reseeder()
+
+
+def match_radius(max_dist: float, height: int, width: int) -> float:
+    """The tolerance in pixels, computed as the correspondence code does (fraction x diagonal)."""
+    return max_dist * math.sqrt(height * height + width * width)
+
+
+def _disk(radius: float) -> np.ndarray:
+    """uint8 kernel of the offsets (u, v) with ``u*u + v*v <= radius*radius``: the pixel pairs
+    the correspondence may link (its test is ``d2 > maxDist*maxDist`` -> skip)."""
+    r = int(math.floor(radius))
     di, dj = np.mgrid[-r : r + 1, -r : r + 1]
-    inside = di**2 + dj**2 <= radius**2
-    return (di[inside] * width + dj[inside]).astype(np.int64)
+    return (di * di + dj * dj <= radius * radius).astype(np.uint8)
+
+
+def _dilate(mask: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Pixels with a pixel of ``mask`` within the disk ``kernel`` (nothing beyond the image)."""
+    return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
+
+
+def _thinned_edges(
+    pred: np.ndarray, thresholds: np.ndarray, valid: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``bool[T, H, W]`` thinned ``pred >= t`` maps and ``int[T]`` ids of identical maps.
+
+    Only the bounding box of the lowest threshold's mask is thinned (the masks are nested, and
+    thin_stack pads the crop with the same zeros as the image border would); nested masks of
+    equal size are equal, so each run of them is thinned once. Maps at consecutive thresholds
+    that came out identical share an id (they need one correspondence).
+    """
+    h, w = pred.shape
+    edges = np.zeros((len(thresholds), h, w), dtype=bool)
+    group = np.zeros(len(thresholds), dtype=np.int64)
+    binary = pred >= thresholds.min()
+    if not binary.any():
+        return edges, group
+    rows, cols = np.flatnonzero(binary.any(1)), np.flatnonzero(binary.any(0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    masks = pred[None, r0:r1, c0:c1] >= thresholds[:, None, None]
+    sizes = masks.sum(axis=(1, 2))
+    new_run = np.r_[True, sizes[1:] != sizes[:-1]]
+    edges[:, r0:r1, c0:c1] = thin_stack(masks[new_run])[np.cumsum(new_run) - 1]
+    if valid is not None:
+        edges &= valid  # thin first, then drop: the mask's outline must not bend the edges
+    changed = [not np.array_equal(edges[k], edges[k - 1]) for k in range(1, len(thresholds))]
+    group[1:] = np.cumsum(changed)
+    return edges, group
+
+
+def _exact_counts(
+    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cntR, cntP) per threshold by the BSDS pixel correspondence."""
+    kernel = _disk(match_radius(max_dist, *edges.shape[1:]))
+    # The correspondence only sees predicted pixels within d of the annotator's boundary (the
+    # others are no graph nodes), so a threshold whose such pixels equal the previous call's
+    # has the same matching: it is reused.
+    near = [_dilate(g, kernel) if g.any() else None for g in gts]
+    last: list[tuple[np.ndarray, int, np.ndarray] | None] = [None] * len(gts)
+    cnt_r = np.zeros(len(edges), dtype=np.int64)
+    cnt_p = np.zeros(len(edges), dtype=np.int64)
+    for g_id in np.unique(group):
+        first = int(np.flatnonzero(group == g_id)[0])
+        pred = edges[first]
+        matched_any = np.zeros(pred.shape, dtype=bool)
+        recall = 0
+        for k, gt in enumerate(gts):
+            if near[k] is None:
+                continue
+            key = pred & near[k]
+            cached = last[k]
+            if cached is not None and np.array_equal(cached[0], key):
+                found, matched = cached[1], cached[2]
+            elif not key.any():
+                found, matched = 0, key
+            else:
+                if _reseed is not None:
+                    _reseed(CORRESPONDENCE_SEED)
+                match1, match2, _, _ = correspond_pixels(pred, gt, max_dist=max_dist)
+                found, matched = int((match2 > 0).sum()), match1 > 0
+            last[k] = (key, found, matched)
+            recall += found
+            matched_any |= matched
+        cnt_r[group == g_id] = recall
+        cnt_p[group == g_id] = int(matched_any.sum())
+    return cnt_r, cnt_p
+
+
+def _approx_counts(
+    edges: np.ndarray, gts: list[np.ndarray], max_dist: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cntR, cntP) per threshold by distance alone (see the module docstring)."""
+    t, h, w = edges.shape
+    radius = match_radius(max_dist, h, w)
+    kernel = _disk(radius)
+    gt_any = np.logical_or.reduce(gts) if gts else np.zeros((h, w), dtype=bool)
+    cnt_p = (edges & _dilate(gt_any, kernel)).sum(axis=(1, 2))
+
+    # Recall: per annotator, boundary pixels with a thinned pixel within d, found by looking
+    # up the disk of offsets around each boundary pixel (gt is sparse, so this beats a
+    # dilation per threshold).
+    r = kernel.shape[0] // 2
+    padded = np.zeros((t, h + 2 * r, w + 2 * r), dtype=bool)
+    padded[:, r : r + h, r : r + w] = edges
+    padded = padded.reshape(t, -1)
+    di, dj = np.nonzero(kernel)
+    disk = ((di - r) * (w + 2 * r) + (dj - r)).astype(np.int64)
+    cnt_r = np.zeros(t, dtype=np.int64)
+    chunk = max(1, 4_000_000 // (t * len(disk)))  # bounds the gathered array
+    for g in gts:
+        ys, xs = np.nonzero(g)
+        idx = (ys + r) * (w + 2 * r) + (xs + r)
+        for s in range(0, idx.size, chunk):
+            near = padded[:, idx[s : s + chunk, None] + disk]  # [T, chunk, disk]
+            cnt_r += near.any(axis=2).sum(axis=1)
+    return cnt_r, cnt_p
 
 
 def image_counts(
@@ -130,14 +275,21 @@ def image_counts(
     thresholds: np.ndarray,
     max_dist: float = 0.0075,
     valid: np.ndarray | None = None,
+    mode: str = "exact",
 ) -> np.ndarray:
     """Per-threshold counts ``float64[T, 4]`` = (cntR, sumR, cntP, sumP) of one image.
 
     ``pred`` float[H, W] in [0, 1]; ``gts`` one bool[H, W] boundary map per annotator; ``valid``
-    bool[H, W] (pixels outside it are dropped from prediction and ground truth).
+    bool[H, W] (pixels outside it are dropped from prediction and ground truth); ``mode``
+    "exact" (BSDS correspondence) or "approx" (distance only; see the module docstring).
     """
-    pred = np.asarray(pred, dtype=np.float32)
-    h, w = pred.shape
+    if mode not in MODES:
+        raise ValueError(f"unknown edge mode '{mode}'; available: {', '.join(MODES)}")
+    if max_dist <= 0:
+        raise ValueError(f"max_dist must be > 0, got {max_dist}")
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.ndim != 2:
+        raise ValueError(f"prediction must be 2-D, got shape {pred.shape}")
     gts = [np.asarray(g, dtype=bool) for g in gts]
     for g in gts:
         if g.shape != pred.shape:
@@ -145,87 +297,122 @@ def image_counts(
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         gts = [g & valid for g in gts]
-    dist = max_dist * float(np.hypot(h, w))
-
-    # Thin only the bounding box of the lowest threshold's mask (the masks are nested); outside
-    # it every mask is empty, and thin_stack pads the crop with the same zeros. Nested masks of
-    # equal size are equal, so each run of equal masks is thinned once (a flat prediction, as
-    # early in training, gives many).
-    edges = np.zeros((len(thresholds), h, w), dtype=bool)
-    binary = pred > thresholds.min()
-    if binary.any():
-        rows, cols = np.flatnonzero(binary.any(1)), np.flatnonzero(binary.any(0))
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        masks = pred[None, r0:r1, c0:c1] > thresholds[:, None, None]
-        sizes = masks.sum(axis=(1, 2))
-        new_run = np.r_[True, sizes[1:] != sizes[:-1]]
-        thinned = thin_stack(masks[new_run])
-        edges[:, r0:r1, c0:c1] = thinned[np.cumsum(new_run) - 1]
-    if valid is not None:
-        edges &= valid  # thin first, then drop: the mask's outline must not bend the edges
-    sum_p = edges.sum(axis=(1, 2))
-
-    # Precision: thinned pixels within `dist` of any annotator's boundary.
-    gt_any = np.logical_or.reduce(gts) if gts else np.zeros((h, w), dtype=bool)
-    if gt_any.any():
-        near_gt = cv2.distanceTransform((~gt_any).astype(np.uint8), cv2.DIST_L2,
-                                        cv2.DIST_MASK_PRECISE) <= dist
-        cnt_p = (edges & near_gt).sum(axis=(1, 2))
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    edges, group = _thinned_edges(pred, thresholds, valid)
+    if mode == "exact":
+        cnt_r, cnt_p = _exact_counts(edges, group, gts, max_dist)
     else:
-        cnt_p = np.zeros(len(thresholds), dtype=np.int64)
-
-    # Recall: per annotator, boundary pixels with a thinned pixel within `dist`, found by
-    # looking up the disk of offsets around each boundary pixel (gt is sparse, so this beats a
-    # distance transform per threshold).
-    r = int(np.floor(dist))
-    padded = np.zeros((len(thresholds), h + 2 * r, w + 2 * r), dtype=bool)
-    padded[:, r : r + h, r : r + w] = edges
-    padded = padded.reshape(len(thresholds), -1)
-    disk = _disk_offsets(dist, w + 2 * r)
-    cnt_r = np.zeros(len(thresholds), dtype=np.int64)
-    sum_r = 0
-    chunk = max(1, 4_000_000 // (len(thresholds) * len(disk)))  # bounds the gathered array
-    for g in gts:
-        ys, xs = np.nonzero(g)
-        idx = (ys + r) * (w + 2 * r) + (xs + r)
-        sum_r += idx.size
-        for s in range(0, idx.size, chunk):
-            near = padded[:, idx[s : s + chunk, None] + disk]  # [T, chunk, disk]
-            cnt_r += near.any(axis=2).sum(axis=1)
+        cnt_r, cnt_p = _approx_counts(edges, gts, max_dist)
     counts = np.zeros((len(thresholds), 4), dtype=np.float64)
-    counts[:, 0], counts[:, 1], counts[:, 2], counts[:, 3] = cnt_r, sum_r, cnt_p, sum_p
+    counts[:, 0] = cnt_r
+    counts[:, 1] = sum(int(g.sum()) for g in gts)
+    counts[:, 2] = cnt_p
+    counts[:, 3] = edges.sum(axis=(1, 2))
     return counts
 
 
-def _prf(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Recall, precision, F from (..., 4) counts; empty denominators give 0 (as BSDS)."""
-    eps = np.finfo(np.float64).eps
-    rec = counts[..., 0] / np.maximum(counts[..., 1], eps)
-    prec = counts[..., 2] / np.maximum(counts[..., 3], eps)
-    f = 2 * prec * rec / np.maximum(prec + rec, eps)
-    return rec, prec, f
+def _rpf(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Recall, precision, F from (..., 4) counts with BSDS's guards (empty -> 0)."""
+    rec = counts[..., 0] / (counts[..., 1] + (counts[..., 1] == 0))
+    prec = counts[..., 2] / (counts[..., 3] + (counts[..., 3] == 0))
+    return rec, prec, _fmeasure(rec, prec)
 
 
-def _average_precision(rec: np.ndarray, prec: np.ndarray) -> float:
-    """Area under the monotone precision envelope, sampled at recall 0, 0.01, ..., 1."""
-    samples = np.linspace(0.0, 1.0, 101)
-    # For each recall sample, the best precision among operating points reaching that recall.
-    reach = rec[None, :] >= samples[:, None] - 1e-12
-    env = np.where(reach, prec[None, :], 0.0).max(axis=1)
-    return float(env.mean())
+def _fmeasure(rec: np.ndarray, prec: np.ndarray) -> np.ndarray:
+    return 2 * prec * rec / (prec + rec + ((prec + rec) == 0))
 
 
-def scores_from_counts(counts: np.ndarray) -> dict[str, float]:
-    """ODS, OIS and AP from per-image counts ``[N, T, 4]``."""
+def best_interpolated_f(
+    thresholds: np.ndarray, rec: np.ndarray, prec: np.ndarray
+) -> tuple[float, float, float, float]:
+    """BSDS ``findBestRPF``: (threshold, recall, precision, F) of the best F on the curve.
+
+    Between neighbouring thresholds recall, precision and threshold are interpolated at the
+    100 points ``linspace(0, 1, 100)``; the first maximum wins.
+    """
+    if len(thresholds) == 1:
+        return (float(thresholds[0]), float(rec[0]), float(prec[0]),
+                float(_fmeasure(rec, prec)[0]))
+    a = np.linspace(0.0, 1.0, 100)[None, :]
+    b = 1 - a
+    rt = a * rec[1:, None] + b * rec[:-1, None]
+    pt = a * prec[1:, None] + b * prec[:-1, None]
+    tt = a * thresholds[1:, None] + b * thresholds[:-1, None]
+    f = _fmeasure(rt, pt)
+    i, k = np.unravel_index(int(np.argmax(f)), f.shape)  # row-major: first segment, first k
+    return float(tt[i, k]), float(rt[i, k]), float(pt[i, k]), float(f[i, k])
+
+
+def _matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """MATLAB's ``start:step:stop``: filled from both ends, so it hits ``stop`` exactly.
+
+    The recall grid of ``Area_PR`` must be MATLAB's to the last bit: a recall value such as
+    0.7 lies inside or outside the interpolation range depending on it.
+    """
+    n = int(math.floor((stop - start) / step + 1e-10))
+    end = start + n * step
+    k = np.arange(n + 1, dtype=np.float64)
+    out = np.where(k <= n / 2, start + k * step, end - (n - k) * step)
+    if n % 2 == 0:
+        out[n // 2] = (start + end) / 2
+    return out
+
+
+_RECALL_GRID = _matlab_colon(0.0, 0.01, 1.0)
+
+
+def area_pr(rec: np.ndarray, prec: np.ndarray) -> float:
+    """BSDS ``Area_PR``: precision at recall 0:0.01:1 interpolated over the unique recalls.
+
+    ``unique`` keeps the first occurrence of a repeated recall (the lowest threshold; MATLAB
+    since R2013a, and pyEdgeEval); points outside the recall range count 0; a single recall
+    value gives 0.
+    """
+    ru, first = np.unique(rec, return_index=True)
+    if len(ru) <= 1:
+        return 0.0
+    p = np.interp(_RECALL_GRID, ru, prec[first], left=np.nan, right=np.nan)
+    return float(np.nan_to_num(p, nan=0.0).sum() * 0.01)
+
+
+def benchmark_from_counts(
+    counts: np.ndarray, thresholds: np.ndarray | None = None
+) -> dict[str, Any]:
+    """All benchmark results from per-image counts ``[N, T, 4]`` (see :func:`edge_benchmark`)."""
     counts = np.asarray(counts, dtype=np.float64)
-    if counts.size == 0:
-        return {"ODS": 0.0, "OIS": 0.0, "AP": 0.0}
-    rec, prec, f = _prf(counts.sum(axis=0))
-    ods = float(f.max())
-    _, _, f_img = _prf(counts)
-    best = f_img.argmax(axis=1)
-    ois = float(_prf(counts[np.arange(len(counts)), best].sum(axis=0))[2])
-    return {"ODS": ods, "OIS": ois, "AP": _average_precision(rec, prec)}
+    if counts.ndim != 3 or counts.shape[-1] != 4:
+        raise ValueError(f"counts must be [N, T, 4], got shape {counts.shape}")
+    n, t = counts.shape[:2]
+    ts = bsds_thresholds(t) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    if len(ts) != t:
+        raise ValueError(f"{len(ts)} thresholds for counts of {t}")
+    rec, prec, f = _rpf(counts.sum(axis=0))
+    if n == 0:
+        ods_t, ods_r, ods_p, ods = float(ts[0]), 0.0, 0.0, 0.0
+        best = np.zeros(0, dtype=np.int64)
+        ois_r = ois_p = ois = ap = 0.0
+    else:
+        ods_t, ods_r, ods_p, ods = best_interpolated_f(ts, rec, prec)
+        _, _, f_img = _rpf(counts)
+        # collect_eval_bdry: ff = find(F == max(F)); ... ff(end), the last of the ties.
+        best = t - 1 - np.argmax(f_img[:, ::-1] == f_img.max(axis=1, keepdims=True), axis=1)
+        r, p, fo = _rpf(counts[np.arange(n), best].sum(axis=0))
+        ois_r, ois_p, ois = float(r), float(p), float(fo)
+        ap = area_pr(rec, prec)
+    return {
+        "ODS": ods, "OIS": ois, "AP": ap,
+        "ODS_threshold": ods_t, "ODS_recall": ods_r, "ODS_precision": ods_p,
+        "OIS_recall": ois_r, "OIS_precision": ois_p,
+        "thresholds": ts, "recall": rec, "precision": prec, "f": f,
+        "image_threshold": ts[best], "image_f": f_img[np.arange(n), best] if n else best * 0.0,
+    }
+
+
+def scores_from_counts(counts: np.ndarray, thresholds: np.ndarray | None = None
+                       ) -> dict[str, float]:
+    """``{"ODS", "OIS", "AP"}`` from per-image counts ``[N, T, 4]``."""
+    out = benchmark_from_counts(counts, thresholds)
+    return {"ODS": out["ODS"], "OIS": out["OIS"], "AP": out["AP"]}
 
 
 def bsds_thresholds(thresholds: int) -> np.ndarray:
@@ -235,57 +422,117 @@ def bsds_thresholds(thresholds: int) -> np.ndarray:
     return np.arange(1, thresholds + 1, dtype=np.float64) / (thresholds + 1)
 
 
+def _dataset_counts(
+    preds: Sequence[np.ndarray],
+    gts: Sequence[Sequence[np.ndarray] | np.ndarray],
+    max_dist: float,
+    ts: np.ndarray,
+    valid: Sequence[np.ndarray | None] | None,
+    mode: str,
+) -> np.ndarray:
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths")
+    counts = []
+    for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
+        single = isinstance(gt, (np.ndarray, torch.Tensor)) and gt.ndim == 2
+        annotators = [to_numpy(gt)] if single else [to_numpy(a) for a in gt]
+        mask = None if valid is None else valid[i]
+        counts.append(image_counts(to_numpy(pred), annotators, ts, max_dist, mask, mode))
+    return np.stack(counts) if counts else np.zeros((0, len(ts), 4))
+
+
+def edge_benchmark(
+    preds: Sequence[np.ndarray],
+    gts: Sequence[Sequence[np.ndarray] | np.ndarray],
+    max_dist: float = 0.0075,
+    thresholds: int = 99,
+    valid: Sequence[np.ndarray | None] | None = None,
+    mode: str = "exact",
+) -> dict[str, Any]:
+    """The full benchmark: ODS, OIS, AP and what PR plots and reports need.
+
+    Keys: "ODS", "OIS", "AP"; "ODS_threshold", "ODS_recall", "ODS_precision" (interpolated
+    point); "OIS_recall", "OIS_precision"; "thresholds", "recall", "precision", "f" (dataset
+    curve, float[T]); "image_threshold", "image_f" (each image's best threshold and F, [N]).
+    Arguments as :func:`edge_ods_ois`.
+    """
+    ts = bsds_thresholds(thresholds)
+    return benchmark_from_counts(_dataset_counts(preds, gts, max_dist, ts, valid, mode), ts)
+
+
 def edge_ods_ois(
     preds: Sequence[np.ndarray],
     gts: Sequence[Sequence[np.ndarray] | np.ndarray],
     max_dist: float = 0.0075,
     thresholds: int = 99,
     valid: Sequence[np.ndarray | None] | None = None,
+    mode: str = "exact",
 ) -> dict[str, float]:
     """``{"ODS", "OIS", "AP"}`` of edge probability maps against per-annotator boundary maps.
 
     ``preds``: float[H, W] in [0, 1] per image; ``gts``: per image a list of bool[H, W] maps
-    (one per annotator; a single array is one annotator); ``valid``: optional per-image bool
-    masks of the pixels to evaluate. See the module docstring for the protocol.
+    (one per annotator; a single 2-D array is one annotator); ``max_dist``: tolerance as a
+    fraction of the image diagonal; ``valid``: optional per-image bool masks of the pixels to
+    evaluate; ``mode``: "exact" (BSDS) or "approx". See the module docstring for the protocol.
     """
-    if len(preds) != len(gts):
-        raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths")
     ts = bsds_thresholds(thresholds)
-    counts = []
-    for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
-        single = isinstance(gt, (np.ndarray, torch.Tensor)) and gt.ndim == 2
-        annotators = [to_numpy(gt)] if single else [to_numpy(a) for a in gt]
-        mask = None if valid is None else valid[i]
-        counts.append(image_counts(to_numpy(pred), annotators, ts, max_dist, mask))
-    return scores_from_counts(np.stack(counts) if counts else np.zeros((0, len(ts), 4)))
+    return scores_from_counts(_dataset_counts(preds, gts, max_dist, ts, valid, mode), ts)
 
 
 class EdgeMetric(Metric):
     """ODS / OIS / AP of edge maps (see the module docstring for the protocol).
 
-    ``update`` takes per-image float[H, W] probabilities and the batch target long[B, H, W]
-    (1 = boundary, 0 = not, 255 = ignore); each target is one annotator and ignored pixels are
-    removed from both prediction and ground truth.
+    ``update`` takes per-image float[H, W] probabilities and either the batch target
+    long[B, H, W] (1 = boundary, 0 = not, ``ignore_index`` = ignored: removed from prediction
+    and ground truth) or a per-image list whose entries are such a map, a list of bool[H, W]
+    annotator maps, or a [K, H, W] stack of them (BSDS500's several annotators).
+    :meth:`benchmark` gives the full results of :func:`edge_benchmark`.
     """
 
-    def __init__(self, thresholds: int = 99, max_dist: float = 0.0075, ignore_index: int = 255):
+    def __init__(self, thresholds: int = 99, max_dist: float = 0.0075,
+                 ignore_index: int = 255, mode: str = "exact") -> None:
         super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown edge mode '{mode}'; available: {', '.join(MODES)}")
         self.thresholds = bsds_thresholds(thresholds)
         self.max_dist = max_dist
         self.ignore_index = ignore_index
+        self.mode = mode
+
+    def _annotators(self, target: Any) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """Boundary maps and the valid mask (``None``: all pixels) of one image's target."""
+        if isinstance(target, (list, tuple)):
+            maps = [to_numpy(a) for a in target]
+        else:
+            arr = to_numpy(target)
+            maps = [arr] if arr.ndim == 2 else list(arr)
+        boundaries, valid = [], None
+        for m in maps:
+            if m.dtype == bool:
+                boundaries.append(m)
+                continue
+            ignored = m == self.ignore_index
+            if ignored.any():
+                valid = ~ignored if valid is None else valid & ~ignored
+            boundaries.append(m == 1)
+        return boundaries, valid
 
     def process(self, preds: list, targets: Any) -> None:
-        target = targets.detach().cpu().numpy() if isinstance(targets, torch.Tensor) else targets
-        for pred, tgt in zip(preds, target, strict=True):
+        for pred, tgt in zip(preds, targets, strict=True):
             pred = to_numpy(pred).astype(np.float32)
-            if pred.shape != tgt.shape:
-                raise ValueError(f"prediction shape {pred.shape} != target shape {tgt.shape}")
-            valid = tgt != self.ignore_index
-            self.results.append(
-                image_counts(pred, [tgt == 1], self.thresholds, self.max_dist, valid)
-            )
+            annotators, valid = self._annotators(tgt)
+            for a in annotators:
+                if a.shape != pred.shape:
+                    raise ValueError(f"prediction shape {pred.shape} != target shape {a.shape}")
+            self.results.append(image_counts(pred, annotators, self.thresholds, self.max_dist,
+                                             valid, self.mode))
+
+    def _counts(self, results: list[Any]) -> np.ndarray:
+        return np.stack(results) if results else np.zeros((0, len(self.thresholds), 4))
 
     def compute_metrics(self, results: list[Any]) -> dict[str, Any]:
-        if not results:
-            return {"ODS": 0.0, "OIS": 0.0, "AP": 0.0}
-        return scores_from_counts(np.stack(results))
+        return scores_from_counts(self._counts(results), self.thresholds)
+
+    def benchmark(self) -> dict[str, Any]:
+        """ODS / OIS / AP plus the PR curve and per-image results (:func:`edge_benchmark`)."""
+        return benchmark_from_counts(self._counts(self.results), self.thresholds)

@@ -1,7 +1,9 @@
-"""Semantic segmentation: dataset-level confusion matrix, IoU per class, mIoU, pixel accuracy."""
+"""Semantic segmentation from a dataset-level confusion matrix: IoU and accuracy per class,
+mIoU, mean class accuracy, frequency-weighted IoU and pixel accuracy."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +30,83 @@ def iou_from_confusion(cm: np.ndarray) -> tuple[np.ndarray, float, float]:
     return ious, miou, pixel_acc
 
 
+def class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Accuracy (recall) per class, ``cm[c, c] / gt pixels of c``; NaN for classes absent
+    from the ground truth."""
+    cm = np.asarray(cm, dtype=np.float64)
+    gt = cm.sum(axis=1)
+    acc = np.full(len(gt), np.nan)
+    np.divide(np.diag(cm), gt, out=acc, where=gt > 0)
+    return acc
+
+
+def frequency_weighted_iou(cm: np.ndarray) -> float:
+    """FCN's frequency-weighted IoU: ``sum(freq * IoU)`` over classes with ground truth, where
+    ``freq`` is the class's share of the (non-ignored) ground-truth pixels; 0 without pixels."""
+    cm = np.asarray(cm, dtype=np.float64)
+    total = cm.sum()
+    if total == 0:
+        return 0.0
+    freq = cm.sum(axis=1) / total
+    ious = iou_from_confusion(cm)[0]
+    present = freq > 0  # a class with gt pixels has a non-empty union, so its IoU is defined
+    return float((freq[present] * ious[present]).sum())
+
+
+def segmentation_scores(cm: np.ndarray, class_names: Sequence[str] | None = None
+                        ) -> dict[str, Any]:
+    """All scores of a confusion matrix ``cm[target, pred]`` (see :class:`SegmentationMetric`)."""
+    cm = np.asarray(cm)
+    names = class_name_list(class_names, len(cm))
+    ious, miou, pixel_acc = iou_from_confusion(cm)
+    accs = class_accuracy(cm)
+    present = ~np.isnan(accs)
+    return {
+        "mIoU": miou,
+        "mAcc": float(accs[present].mean()) if present.any() else 0.0,
+        "fwIoU": frequency_weighted_iou(cm),
+        "pixel_acc": pixel_acc,
+        # NaN: no IoU (class absent from gt and predictions) / no accuracy (absent from gt).
+        "per_class_IoU": {n: float(v) for n, v in zip(names, ious, strict=True)},
+        "per_class_acc": {n: float(v) for n, v in zip(names, accs, strict=True)},
+    }
+
+
+def format_per_class_table(result: dict[str, Any], class_names: Sequence[str] | None = None,
+                           digits: int = 2) -> str:
+    """A plain-text table of IoU and accuracy per class (in %), then the means.
+
+    ``result`` is what :class:`SegmentationMetric` computes; ``class_names`` picks and orders
+    the rows (default: all classes of ``result``); undefined values print as "-".
+    """
+    ious, accs = result["per_class_IoU"], result.get("per_class_acc", {})
+    names = list(ious) if class_names is None else list(class_names)
+    missing = [n for n in names if n not in ious]
+    if missing:
+        raise KeyError(f"classes not in the result: {', '.join(missing)}")
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None or math.isnan(v) else f"{100 * v:.{digits}f}"
+
+    rows = [(n, pct(ious[n]), pct(accs.get(n))) for n in names]
+    rows.append(("mean", pct(result["mIoU"]), pct(result.get("mAcc"))))
+    header = ("class", "IoU", "acc")
+    width = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+
+    def line(r: tuple[str, str, str]) -> str:
+        return f"{r[0]:<{width[0]}}  {r[1]:>{width[1]}}  {r[2]:>{width[2]}}"
+
+    rule = "-" * (sum(width) + 4)
+    return "\n".join([line(header), rule, *map(line, rows[:-1]), rule, line(rows[-1])])
+
+
 class SegmentationMetric(Metric):
-    """mIoU and pixel accuracy over the dataset (not averaged per image).
+    """Scores over the dataset's confusion matrix (not averaged per image).
 
     ``update`` takes per-image ``long[H, W]`` class maps and the batch target ``long[B, H, W]``;
-    target pixels equal to ``ignore_index`` are skipped.
+    target pixels equal to ``ignore_index`` are skipped. ``compute`` gives "mIoU", "mAcc"
+    (mean class accuracy over classes with ground truth), "fwIoU", "pixel_acc" and the dicts
+    "per_class_IoU", "per_class_acc" (see :func:`format_per_class_table`).
     """
 
     def __init__(
@@ -72,7 +146,8 @@ class SegmentationMetric(Metric):
     def compute_metrics(self, results: list[Any]) -> dict[str, Any]:
         n = self.num_classes
         cm = results[0].numpy() if results else np.zeros((n, n), dtype=np.int64)
-        ious, miou, acc = iou_from_confusion(cm)
-        # Classes absent from both gt and predictions get NaN (no IoU defined), as in mmseg.
-        per_class = {name: float(v) for name, v in zip(self.class_names, ious, strict=True)}
-        return {"mIoU": miou, "pixel_acc": acc, "per_class_IoU": per_class}
+        return segmentation_scores(cm, self.class_names)
+
+    def table(self) -> str:
+        """The per-class table of everything seen so far (:func:`format_per_class_table`)."""
+        return format_per_class_table(self.compute(), self.class_names)
