@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -48,10 +49,14 @@ def _to_cpu(x: Any) -> Any:
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any],
              classes: dict[str, list[str]], eval_cfg: dict[str, Any],
-             device: torch.device, progress: bool = True) -> dict[str, dict[str, Any]]:
+             device: torch.device, progress: bool = True,
+             det_out: list[tuple[int, dict[str, Any]]] | None = None
+             ) -> dict[str, dict[str, Any]]:
     """Run the model over ``loader``; return ``{task: {metric: value}}``.
 
-    Only tasks the dataset labels are scored; fractions are in [0, 1].
+    Only tasks the dataset labels are scored; fractions are in [0, 1]. With ``det_out`` every
+    image's detections are appended to it as ``(image_id, {"boxes", "scores", "labels"})`` in
+    the original image's pixels (for the COCO results file).
     """
     metrics = build_metrics(model, model_cfg, classes, eval_cfg)
     seen: set[str] = set()
@@ -71,6 +76,9 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
                 elif task in batch["targets"] and bool(batch["present"][task].any()):
                     metric.update(preds[task], batch["targets"][task], batch["present"][task])
                     seen.add(task)
+            if det_out is not None and "det" in preds:
+                det_out.extend(_det_in_original_pixels(preds["det"], batch,
+                                                       tuple(images.shape[-2:])))
             done += images.shape[0]
             if max_images and done >= max_images:
                 break
@@ -105,6 +113,44 @@ def _update_edge(metric: Any, preds: list, batch: dict[str, Any],
     return any(full) or any(rest)
 
 
+def _det_in_original_pixels(dets: list[dict[str, Any]], batch: dict[str, Any],
+                            input_hw: tuple[int, int]) -> list[tuple[int, dict[str, Any]]]:
+    """Undo the letterbox on each image's boxes: ``x = (x' - pad) / scale``, clipped."""
+    from mtvision.data.transforms import letterbox_params
+
+    out = []
+    for det, image_id, size in zip(dets, batch["image_ids"].tolist(), batch["orig_sizes"],
+                                   strict=True):
+        h, w = size
+        scale, _, (pad_left, pad_top) = letterbox_params((h, w), input_hw)
+        boxes = det["boxes"].double().clone()
+        boxes[:, [0, 2]] = ((boxes[:, [0, 2]] - pad_left) / scale).clamp(0, w)
+        boxes[:, [1, 3]] = ((boxes[:, [1, 3]] - pad_top) / scale).clamp(0, h)
+        out.append((int(image_id), {"boxes": boxes.numpy(), "scores": det["scores"].numpy(),
+                                    "labels": det["labels"].numpy()}))
+    return out
+
+
+def coco_benchmark(ds: Any, dets: list[tuple[int, dict[str, Any]]],
+                   results_file: str | os.PathLike[str]) -> dict[str, Any]:
+    """Write ``dets`` in the COCO results format (category ids of ``ds``) and score them with
+    pycocotools against the dataset's own annotation file, restricted to the images seen
+    (crowds, areas and ids exactly as published)."""
+    import json
+
+    from mtvision.data.io import write_json_atomic
+    from mtvision.metrics.detection import coco_evaluate, coco_results
+
+    results = coco_results([d for _, d in dets], [i for i, _ in dets], list(ds.cat_ids))
+    write_json_atomic(results, results_file)
+    with open(ds.ann_file, encoding="utf-8") as f:
+        gt = json.load(f)
+    seen = {i for i, _ in dets}
+    gt["images"] = [im for im in gt["images"] if im["id"] in seen]
+    gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in seen]
+    return coco_evaluate(gt, results, ("bbox",))["bbox"]
+
+
 def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> float:
     """One number to pick the best checkpoint: the mean of the tasks' headline metrics,
     or one metric named ``task.metric``."""
@@ -118,10 +164,17 @@ def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> floa
     return float(results[task][name])
 
 
-def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A readable table of the scalar metrics, one row per task."""
-    rows = [(t, k, v) for t, m in results.items() for k, v in m.items()
-            if isinstance(v, (int, float))]
+def format_table(results: dict[str, dict[str, Any]], per_class: bool = True) -> str:
+    """A readable table of the scalar metrics, one row per task and metric (nested results
+    such as ``det.coco`` as ``coco.AP``), then the per-class segmentation table."""
+    rows = []
+    for t, m in results.items():
+        for k, v in m.items():
+            if isinstance(v, (int, float)):
+                rows.append((t, k, v))
+            elif isinstance(v, dict) and not k.startswith("per_class"):
+                rows += [(t, f"{k}.{k2}", v2) for k2, v2 in v.items()
+                         if isinstance(v2, (int, float))]
     if not rows:
         return "(no metrics)"
     w1 = max(4, *(len(r[0]) for r in rows))
@@ -129,6 +182,10 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     lines = [f"{'task':<{w1}}  {'metric':<{w2}}  {'value':>8}",
              f"{'-' * w1}  {'-' * w2}  {'-' * 8}"]
     lines += [f"{t:<{w1}}  {k:<{w2}}  {v:>8.4f}" for t, k, v in rows]
+    if per_class and "per_class_IoU" in results.get("seg", {}):
+        from mtvision.metrics.segmentation import format_per_class_table
+
+        lines += ["", "seg per class:", format_per_class_table(results["seg"])]
     return "\n".join(lines)
 
 
@@ -167,7 +224,14 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
                         f"dataset '{dcfg['root']}' split '{split or dcfg['val_split']}'")
     loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
                           train=False)
-    results = evaluate(model, loader, model_cfg, classes, cfg["eval"], dev, progress)
+    # A COCO-format dataset is also scored as COCO publishes: its detections written in the
+    # results format, evaluated on the original annotation file at the original resolution.
+    coco_format = "det" in model.task_names and hasattr(ds, "cat_ids") and hasattr(ds, "ann_file")
+    dets: list[tuple[int, dict[str, Any]]] | None = [] if coco_format else None
+    results = evaluate(model, loader, model_cfg, classes, cfg["eval"], dev, progress, dets)
     out_path = Path(out) if out else Path(checkpoint).with_name("metrics.json")
+    if dets and "det" in results:
+        results["det"]["coco"] = coco_benchmark(
+            ds, dets, out_path.with_name(out_path.stem + "_coco_results.json"))
     write_json_atomic(results, out_path)
     return results

@@ -18,11 +18,21 @@ def test_summary_score_is_mean_of_headline_metrics():
 
 
 def test_table_has_one_row_per_scalar_metric():
-    lines = format_table(RESULTS).splitlines()
+    lines = format_table(RESULTS, per_class=False).splitlines()
     assert lines[0].split() == ["task", "metric", "value"]
     rows = [line.split() for line in lines[2:]]
     assert ["seg", "mIoU", "0.6000"] in rows
     assert len(rows) == 8  # per_class_IoU (a dict) is not a row
+    nested = {"det": {"mAP": 0.4, "coco": {"AP": 0.25, "per_class": {"x": 0.1}}}}
+    assert ["det", "coco.AP", "0.2500"] in [r.split() for r in format_table(nested).splitlines()]
+
+
+def test_table_ends_with_the_per_class_segmentation_table():
+    text = format_table(RESULTS)
+    tail = text.split("seg per class:")[1].splitlines()
+    # class a: IoU 50.00 %; the mean row repeats mIoU (60.00 %).
+    assert ["a", "50.00", "-"] in [r.split() for r in tail]
+    assert ["mean", "60.00", "-"] in [r.split() for r in tail]
 
 
 def test_log_and_curves(tmp_path):
