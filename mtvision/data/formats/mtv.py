@@ -19,15 +19,14 @@ objects), so partially labelled data needs no special format.
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtvision.data.base import ReaderDataset, TransformFn
-from mtvision.data.io import DataError, read_image, read_mask
+from mtvision.data.base import TransformFn
+from mtvision.data.formats.coco import CocoDataset
+from mtvision.data.io import DataError, read_mask
 from mtvision.data.sample import RawSample
 from mtvision.data.transforms import MASK_IGNORE
 from mtvision.registry import DATASETS
@@ -36,9 +35,11 @@ TASKS = ("det", "seg", "edge", "cls")
 
 
 @DATASETS.register("mtvision")
-class MTVDataset(ReaderDataset):
+class MTVDataset(CocoDataset):
     """Multi-task samples from ``ROOT/annotations/SPLIT.json`` and the files it names.
 
+    The COCO part (categories, boxes, crowd regions, instance masks from ``segmentation``) is
+    read as by the ``coco`` reader (``CocoDataset``), with images in ``ROOT/images/SPLIT``.
     Attributes: ``det_classes`` (category names, contiguous label ``i`` = ``cat_ids[i]``, COCO
     ids sorted ascending), ``seg_classes`` (index = class id in the semseg PNGs, 0 =
     background), ``cls_classes``, ``multi_label``, ``tasks`` (tasks this dataset labels),
@@ -47,21 +48,13 @@ class MTVDataset(ReaderDataset):
 
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
                  skip_invalid: bool = False, **common: Any) -> None:
-        super().__init__(root, split, transforms, skip_invalid, **common)
-        self.ann_file = self.root / "annotations" / f"{split}.json"
-        try:
-            with open(self.ann_file, encoding="utf-8") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise DataError(f"annotation file '{self.ann_file}' not found") from None
-        except (OSError, ValueError) as e:
-            raise DataError(f"cannot read annotation file '{self.ann_file}': {e}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise DataError(f"annotation file '{self.ann_file}' has no 'images' list")
+        super().__init__(root, split, transforms, skip_invalid,
+                         ann_file="annotations/{split}.json", img_dir="images/{split}", **common)
 
+    def _setup_tasks(self, det_classes: list[str]) -> None:
+        data = self.coco.data
         meta = data.get("mtvision") or {}
-        categories = sorted(data.get("categories") or [], key=lambda c: c["id"])
-        self.cat_ids: list[int] = [int(c["id"]) for c in categories]
+        categories = self.coco.categories
         seg_classes = list(meta.get("seg_classes") or [])
         cls_classes = list(meta.get("cls_classes") or [])
         if "tasks" in meta:
@@ -82,63 +75,24 @@ class MTVDataset(ReaderDataset):
             if task in tasks and not classes:
                 raise DataError(f"annotation file '{self.ann_file}': task '{task}' but no "
                                 f"'mtvision.{task}_classes'")
-        self._setup(tasks, det_classes=[str(c["name"]) for c in categories],
-                    seg_classes=seg_classes, cls_classes=cls_classes,
-                    multi_label=bool(meta.get("multi_label", False)))
-
-        self._cat_to_label = {cid: i for i, cid in enumerate(self.cat_ids)}
-        self.images: list[dict[str, Any]] = data["images"]
-        self._anns: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-        for ann in data.get("annotations") or []:
-            self._anns[ann["image_id"]].append(ann)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def source(self) -> str:
-        return f"'{self.ann_file}'"
+        self._setup(tasks, det_classes=det_classes, seg_classes=seg_classes,
+                    cls_classes=cls_classes, multi_label=bool(meta.get("multi_label", False)),
+                    has_instances=self.coco.has_segmentation)
 
     def read(self, index: int) -> RawSample:
+        raw = super().read(index)  # image, size check, boxes (when det is wanted)
         info = self.images[index]
-        file_name = str(info["file_name"])
-        img_path = self.root / "images" / self.split / file_name
-        image = read_image(img_path)
-        h, w = image.shape[:2]
-        if ("height" in info and int(info["height"]) != h) or (
-                "width" in info and int(info["width"]) != w):
-            raise DataError(f"image '{img_path}' is {w}x{h} but '{self.ann_file.name}' says "
-                            f"{info.get('width')}x{info.get('height')}")
-        raw = RawSample(image=image, image_id=int(info["id"]), file_name=file_name)
-        if self.wants("det"):
-            raw.boxes, raw.labels = self._det(info, img_path)
+        img_path = self.img_dir / raw.file_name
+        hw = raw.hw
         if self.wants("seg") and info.get("seg_file"):
-            raw.seg = self._mask(info["seg_file"], (h, w), len(self.seg_classes))
+            raw.seg = self._mask(info["seg_file"], hw, len(self.seg_classes))
         if self.wants("edge") and info.get("edge_file"):
-            edge = self._mask(info["edge_file"], (h, w), None)
+            edge = self._mask(info["edge_file"], hw, None)
             # Binarise before the transforms so that their 255 padding stays "ignore".
             raw.edge = (edge >= 128).astype(np.uint8)
         if self.wants("cls") and info.get("cls") is not None:
             raw.cls = self._cls(info["cls"], img_path)
         return raw
-    def _det(self, info: dict[str, Any], img_path: Path) -> tuple[np.ndarray, np.ndarray]:
-        boxes, labels = [], []
-        for ann in self._anns.get(info["id"], []):
-            if ann.get("iscrowd", 0):
-                continue  # crowd regions are not single objects: not training boxes
-            cid = ann.get("category_id")
-            if cid not in self._cat_to_label:
-                raise DataError(f"annotation {ann.get('id')} of image '{img_path}' has "
-                                f"category_id {cid}, not among {self.cat_ids}")
-            bbox = ann.get("bbox")
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4):
-                raise DataError(f"annotation {ann.get('id')} of image '{img_path}' has "
-                                f"bad bbox {bbox!r}")
-            x, y, bw, bh = (float(v) for v in bbox)
-            boxes.append([x, y, x + bw, y + bh])
-            labels.append(self._cat_to_label[cid])
-        return (np.asarray(boxes, np.float32).reshape(-1, 4),
-                np.asarray(labels, np.int64).reshape(-1))
 
     def _mask(self, rel: str, hw: tuple[int, int], num_classes: int | None) -> np.ndarray:
         path = self.root / rel
