@@ -22,8 +22,9 @@ class DataError(ValueError):
     """A problem with the data on disk; the message is one line naming the file."""
 
 
-def _read_raw(path: str | os.PathLike[str], what: str) -> np.ndarray:
-    """Decode a file with cv2, keeping channels and bit depth as stored."""
+def read_raw(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Decode a file with cv2, keeping channels and bit depth as stored (``what`` names the
+    kind of file in messages)."""
     p = Path(path)
     try:
         # np.fromfile + imdecode (rather than imread) so non-ASCII paths work and a missing file
@@ -52,7 +53,7 @@ def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as an ``H x W x 3`` uint8 RGB array (grey, RGBA and 16-bit converted)."""
-    img = _read_raw(path, "image")
+    img = read_raw(path, "image")
     img = _to_uint8(img, Path(path), "image")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
@@ -73,7 +74,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     turn class ids into colours.
     """
     p = Path(path)
-    m = _read_raw(p, "mask")
+    m = read_raw(p, "mask")
     if m.ndim == 3:
         if m.shape[2] == 1 or (m.shape[2] in (3, 4) and (m[..., :3] == m[..., :1]).all()):
             m = m[:, :, 0]
@@ -88,6 +89,34 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         return m.astype(np.uint8)
     if m.dtype != np.uint8:
         raise DataError(f"cannot read mask '{p}': unsupported pixel type {m.dtype}")
+    return m
+
+
+def read_label_map(path: str | os.PathLike[str], what: str = "label map") -> np.ndarray:
+    """Class or instance ids as stored: palette PNGs give their indices (OpenCV would expand
+    them to colours, even with IMREAD_UNCHANGED, so Pillow reads those), other files their
+    8- or 16-bit single-channel values (e.g. Cityscapes instanceIds, VOC masks)."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            if im.mode == "P":
+                im.load()  # decode now, so a truncated file fails here, naming it
+                return np.array(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"cannot read {what} '{p}': file not found") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read {what} '{p}': not a decodable image ({e})") from None
+    m = read_raw(p, what)
+    if m.ndim == 3:
+        if not (m[..., :3] == m[..., :1]).all():
+            raise DataError(f"cannot read {what} '{p}': it has different colour channels; "
+                            "expected ids in one channel (or a palette PNG)")
+        m = m[..., 0]
+    if m.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"cannot read {what} '{p}': unsupported pixel type {m.dtype}, expected "
+                        "8- or 16-bit ids")
     return m
 
 
@@ -111,3 +140,33 @@ def write_json_atomic(obj: Any, path: str | os.PathLike[str], indent: int | None
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_png_atomic(image: np.ndarray, path: str | os.PathLike[str]) -> None:
+    """Write a PNG so that ``path`` is either absent, the old file or the complete new one."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # The temporary name keeps the .png suffix: cv2.imwrite picks the encoder by extension.
+    tmp = p.with_name(f".{p.stem}.tmp.png")
+    try:
+        if not cv2.imwrite(str(tmp), image):
+            raise DataError(f"cannot write '{p}': the PNG encoder failed")
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(width, height)`` of an image from its header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            return int(im.width), int(im.height)
+    except FileNotFoundError:
+        raise DataError(f"cannot read image '{p}': file not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image '{p}': not a decodable image ({e})") from None

@@ -75,3 +75,14 @@ def mask_to_box(mask: np.ndarray) -> list[float] | None:
     if not len(xs):
         return None
     return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def mask_to_segmentation(mask: np.ndarray, crowd: bool) -> list[list[float]] | dict[str, Any]:
+    """COCO ``segmentation`` of a 0/1 mask: RLE for a crowd (as COCO does), else polygons when
+    they redraw the mask exactly, and RLE when they cannot (polygons fill holes, e.g. a chair
+    around the dog sitting in it)."""
+    if not crowd:
+        polys = mask_to_polygons(mask)
+        if np.array_equal(polygons_to_mask(polys, *mask.shape), mask):
+            return polys
+    return mask_to_rle(mask)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtvision.data.convert.edges import masks_to_edges, read_label_map
+from mtvision.data.convert.edges import masks_to_edges
 from mtvision.data.convert.validate import validate_dataset
-from mtvision.data.io import DataError
+from mtvision.data.io import DataError, read_label_map
 from mtvision.data.synthetic import generate_shapes
 from tools.convert_dataset import main
 

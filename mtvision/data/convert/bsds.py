@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from mtvision.data.formats.bsds import BSDS500Dataset
-from mtvision.data.io import DataError
-
-
-def _write_png(img: np.ndarray, path: Path) -> None:
-    """Write ``img`` so that ``path`` is either absent, the old file or the complete new one."""
-    # The temporary name keeps the .png suffix: cv2.imwrite chooses the encoder by extension.
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), img):
-            raise DataError(f"cannot write '{path}': the PNG encoder failed")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+from mtvision.data.io import write_png_atomic
 
 
 def annotator_maps(maps: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,8 +45,8 @@ def bsds_to_png(bsds_root: str | Path, dst: str | Path, split: str = "test",
         maps = raw.edge_annotators or []
         union, mean = annotator_maps(maps)
         name = f"{Path(raw.file_name).stem}.png"
-        _write_png(union, dirs["union"] / name)
-        _write_png(mean, dirs["mean"] / name)
+        write_png_atomic(union, dirs["union"] / name)
+        write_png_atomic(mean, dirs["mean"] / name)
         annotators += len(maps)
         written += 2
     return {"split": split, "images": len(ds), "annotators": annotators,

@@ -2,39 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from mtvision.data.convert.voc import mask_segmentation
 from mtvision.data.formats.cityscapes import (
     THING_CLASSES,
     CityscapesDataset,
     instances_from_ids,
     read_id_png,
 )
-from mtvision.data.formats.voc import image_size
-from mtvision.data.io import DataError, write_json_atomic
-
-
-def _write_png(img: np.ndarray, path: Path) -> None:
-    """Write ``img`` so that ``path`` is either absent, the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the .png suffix: cv2.imwrite picks the encoder by extension.
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), img):
-            raise DataError(f"cannot write '{path}': the PNG encoder failed")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+from mtvision.data.io import DataError, image_size, write_json_atomic, write_png_atomic
+from mtvision.data.polygons import mask_to_segmentation
 
 
 def _box_xywh(box: np.ndarray) -> list[float]:
@@ -95,10 +76,10 @@ def cityscapes_to_coco(root: str | Path, dst_dir: str | Path, split: str = "trai
                     "id": len(annotations) + 1, "image_id": image_id,
                     "category_id": int(label) + 1, "bbox": _box_xywh(box),
                     "area": float(mask.sum()), "iscrowd": crowd,
-                    "segmentation": mask_segmentation(mask, bool(crowd))})
+                    "segmentation": mask_to_segmentation(mask, bool(crowd))})
             n_crowd += crowd * len(boxes)
             n_inst += (1 - crowd) * len(boxes)
-        _write_png(sem, sem_dir / f.city / f"{f.stem}_gtFine_labelTrainIds.png")
+        write_png_atomic(sem, sem_dir / f.city / f"{f.stem}_gtFine_labelTrainIds.png")
     categories = [{"id": k + 1, "name": n, "supercategory": "cityscapes"}
                   for k, n in enumerate(THING_CLASSES)]
     write_json_atomic({"info": {"description": f"Cityscapes gtFine {split}"}, "images": images,

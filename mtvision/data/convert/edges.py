@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from mtvision.data.derive import IGNORE, edges_from_labels
-from mtvision.data.io import DataError
+from mtvision.data.io import DataError, read_label_map, write_png_atomic
 
 LABEL_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
-
-
-def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
-    """A label map as integers: palette PNGs give their indices (not colours), 8- and 16-bit
-    single-channel files their values (16 bit: instance ids such as Cityscapes')."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            if im.mode == "P":
-                return np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"cannot read label map '{p}': file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read label map '{p}': not a decodable image ({e})") from None
-    m = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-    if m is None:
-        raise DataError(f"cannot read label map '{p}': not a decodable image")
-    if m.ndim == 3:
-        if not (m[..., :3] == m[..., :1]).all():
-            raise DataError(f"label map '{p}' has different colour channels: expected class or "
-                            "instance ids in one channel (or a palette PNG)")
-        m = m[..., 0]
-    return m
-
-
-def write_png_atomic(image: np.ndarray, path: Path) -> None:
-    """Write a PNG so that a reader sees the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    try:
-        if not cv2.imwrite(str(tmp), image):
-            raise DataError(f"cannot write '{path}'")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def masks_to_edges(src: str | os.PathLike[str], dst: str | os.PathLike[str],

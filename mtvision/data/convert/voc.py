@@ -5,30 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from mtvision.data.formats.voc import (
     VOC_CLASSES,
     VOCDataset,
-    image_size,
     instance_masks_for,
     parse_voc_xml,
-    read_palette_png,
 )
-from mtvision.data.io import DataError, write_json_atomic
-from mtvision.data.polygons import mask_to_polygons, mask_to_rle, polygons_to_mask
-
-
-def mask_segmentation(mask: np.ndarray, crowd: bool) -> list[list[float]] | dict[str, Any]:
-    """COCO ``segmentation`` of a 0/1 mask: RLE for a crowd (as COCO does), else polygons when
-    they redraw the mask exactly, and RLE when they cannot (polygons fill holes, e.g. a chair
-    around the dog sitting in it)."""
-    if not crowd:
-        polys = mask_to_polygons(mask)
-        if np.array_equal(polygons_to_mask(polys, *mask.shape), mask):
-            return polys
-    return mask_to_rle(mask)
+from mtvision.data.io import DataError, image_size, read_label_map, write_json_atomic
+from mtvision.data.polygons import mask_to_segmentation
 
 
 def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | None = None,
@@ -42,7 +28,7 @@ def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | Non
     inclusive XML values as pixel corners). ``difficult`` objects get ``iscrowd: 1``:
     COCOeval then neither rewards nor penalises detections on them, as the VOC evaluation
     ignores difficult objects. Where ``SegmentationObject/NAME.png`` exists, ``segmentation``
-    holds the object's mask (``mask_segmentation``: polygons, RLE for crowds and for masks with
+    holds the object's mask (``mask_to_segmentation``: polygons, RLE for crowds and for masks with
     holes) and ``area`` its pixel count; otherwise there is no ``segmentation`` (the mask is
     unknown, not empty) and ``area`` is the box area. Image ids are the reader's (the name's
     digits, ``voc_image_ids``); ``file_name`` is ``NAME.jpg``, so images stay in place: the
@@ -69,7 +55,7 @@ def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | Non
         masks = None
         if ds.has_objects[i]:
             path = ds.object_path(i)
-            ids = read_palette_png(path)
+            ids = read_label_map(path, "mask")
             if ids.shape != (h, w):
                 raise DataError(f"VOC object mask '{path}' is {ids.shape[1]}x{ids.shape[0]}, "
                                 f"its image is {w}x{h}")
@@ -83,7 +69,7 @@ def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | Non
                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                 "iscrowd": int(obj.difficult)}
             if masks is not None and masks[k].any():
-                entry["segmentation"] = mask_segmentation(masks[k], obj.difficult)
+                entry["segmentation"] = mask_to_segmentation(masks[k], obj.difficult)
                 entry["area"] = float(masks[k].sum())
                 with_masks += 1
             difficult += int(obj.difficult)

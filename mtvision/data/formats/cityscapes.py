@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import cv2
 import numpy as np
 from scipy import ndimage
 
 from mtvision.data.base import ReaderDataset, TransformFn
-from mtvision.data.io import DataError, read_image, read_mask
+from mtvision.data.io import DataError, read_image, read_label_map, read_mask
 from mtvision.data.sample import RawSample
 from mtvision.registry import DATASETS
 
@@ -97,22 +96,7 @@ def label_ids_to_train_ids(label_ids: np.ndarray, path: str | Path) -> np.ndarra
 
 def read_id_png(path: str | Path) -> np.ndarray:
     """An ``H x W`` int32 map from an 8- or 16-bit single-channel PNG (instanceIds)."""
-    p = Path(path)
-    try:
-        buf = np.fromfile(p, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"cannot read instance map '{p}': file not found") from None
-    except OSError as e:
-        raise DataError(f"cannot read instance map '{p}': {e.strerror or e}") from None
-    # IMREAD_UNCHANGED keeps the 16 bits; read_mask would refuse values above 255.
-    m = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if m is None:
-        raise DataError(f"cannot read instance map '{p}': not a decodable image (corrupt, empty "
-                        "or unsupported)")
-    if m.ndim != 2 or m.dtype not in (np.uint8, np.uint16):
-        raise DataError(f"cannot read instance map '{p}': {m.dtype} {m.shape}, expected a "
-                        "single-channel 8- or 16-bit PNG")
-    return m.astype(np.int32)
+    return read_label_map(path, "instance map").astype(np.int32)
 
 
 class Instances(NamedTuple):

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mtvision.data.base import ReaderDataset, TransformFn
-from mtvision.data.io import DataError, read_image
+from mtvision.data.io import DataError, read_image, read_label_map
 from mtvision.data.sample import RawSample
 from mtvision.registry import DATASETS
 
@@ -106,44 +106,6 @@ def parse_voc_xml(path: str | Path) -> VOCAnnotation:
         objects.append(VOCObject(name, _CLASS_INDEX[name], (xmin - 1, ymin - 1, xmax, ymax),
                                  flag == "1"))
     return VOCAnnotation(p, width, height, objects)
-
-
-def read_palette_png(path: str | Path) -> np.ndarray:
-    """The palette indices of an indexed PNG (VOC masks) as ``H x W`` uint8.
-
-    OpenCV would expand the palette to colours (even with ``IMREAD_UNCHANGED``), so Pillow
-    reads it. Greyscale (mode ``L``) files, as in converted VOC sets, hold the indices directly.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            im.load()  # decode now, so a truncated file fails here, naming it
-            mode = im.mode
-            arr = np.array(im) if mode in ("P", "L") else None
-    except FileNotFoundError:
-        raise DataError(f"cannot read mask '{p}': file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read mask '{p}': not a decodable image ({e})") from None
-    if arr is None:
-        raise DataError(f"cannot read mask '{p}': mode {mode}, expected a palette (P) or "
-                        "greyscale (L) PNG of class / object indices")
-    return arr.astype(np.uint8, copy=False)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image from its header, without decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    p = Path(path)
-    try:
-        with Image.open(p) as im:
-            return int(im.width), int(im.height)
-    except FileNotFoundError:
-        raise DataError(f"cannot read image '{p}': file not found") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image '{p}': not a decodable image ({e})") from None
 
 
 def voc_image_ids(names: list[str]) -> list[int]:
@@ -304,7 +266,7 @@ class VOCDataset(ReaderDataset):
             self._read_objects(index, raw, (h, w))
         # The seg map also feeds derived edges when "seg" itself is not requested.
         if self.has_seg[index] and ("seg" in self.tasks or self.derive_edges is not None):
-            raw.seg = read_palette_png(self.class_dir / f"{name}.png")
+            raw.seg = read_label_map(self.class_dir / f"{name}.png", "mask")
         return raw
 
     def _read_objects(self, index: int, raw: RawSample, hw: tuple[int, int]) -> None:
@@ -320,7 +282,7 @@ class VOCDataset(ReaderDataset):
         raw.crowd_boxes, raw.crowd_labels = boxes[crowd], labels[crowd]
         if self._need_instances and self.has_objects[index]:
             path = self.object_path(index)
-            ids = read_palette_png(path)
+            ids = read_label_map(path, "mask")
             if ids.shape != hw:
                 raise DataError(f"VOC object mask '{path}' is {ids.shape[1]}x{ids.shape[0]}, "
                                 f"its image is {w}x{h}")

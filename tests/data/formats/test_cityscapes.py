@@ -257,8 +257,10 @@ def test_bad_files(city) -> None:
     with pytest.raises(DataError) as e:
         ds.read(0)
     assert f"cannot read instance map '{inst_png}': not a decodable image" in one_line(e)
-    write_png(inst_png, np.zeros((H, W, 3), np.uint8))
-    with pytest.raises(DataError, match="expected a single-channel 8- or 16-bit PNG"):
+    colour = np.zeros((H, W, 3), np.uint8)
+    colour[..., 2] = 7
+    write_png(inst_png, colour)
+    with pytest.raises(DataError, match="different colour channels"):
         ds.read(0)
     write_png(inst_png, np.zeros((H, W + 2), np.uint16))
     with pytest.raises(DataError) as e:

@@ -21,8 +21,9 @@ from test_cityscapes import BOXES, FRAMES, THINGS, by_hand, frame_maps, make_cit
 from test_voc import CLASSES, make_voc
 
 from mtvision.data.convert.cityscapes import cityscapes_to_coco
-from mtvision.data.convert.voc import mask_segmentation, voc_to_coco
+from mtvision.data.convert.voc import voc_to_coco
 from mtvision.data.io import DataError
+from mtvision.data.polygons import mask_to_segmentation
 
 
 def load_coco(path: Path) -> COCO:
@@ -61,15 +62,15 @@ def check_against_xml(coco: COCO, root: Path) -> int:
     return n
 
 
-def test_mask_segmentation_is_lossless() -> None:
+def test_mask_to_segmentation_is_lossless() -> None:
     square = np.zeros((20, 30), np.uint8)
     square[2:12, 5:25] = 1
     ring = square.copy()
     ring[5:9, 10:20] = 0  # a hole polygons cannot carry
-    polys = mask_segmentation(square, crowd=False)
+    polys = mask_to_segmentation(square, crowd=False)
     assert polys == [[5.0, 2.0, 5.0, 12.0, 25.0, 12.0, 25.0, 2.0]]  # corners, by hand
     for mask, crowd in ((ring, False), (square, True)):
-        rle = mask_segmentation(mask, crowd=crowd)
+        rle = mask_to_segmentation(mask, crowd=crowd)
         assert isinstance(rle, dict) and isinstance(rle["counts"], str)
         np.testing.assert_array_equal(mask_utils.decode(dict(rle, counts=rle["counts"].encode())),
                                       mask)

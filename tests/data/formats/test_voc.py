@@ -259,10 +259,12 @@ def test_bad_masks(voc) -> None:
     assert f"cannot read mask '{obj_png}': not a decodable image" in one_line(e)
     write_palette_png(obj_png, arrays["obj1"])
 
-    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(cls_png)  # colour, not indices
+    colour = np.zeros((H, W, 3), np.uint8)
+    colour[..., 0] = 128  # colour, not indices
+    Image.fromarray(colour).save(cls_png)
     with pytest.raises(DataError) as e:
         ds.read(0)
-    assert "2008_000001.png': mode RGB, expected a palette" in one_line(e)
+    assert "2008_000001.png': it has different colour channels" in one_line(e)
 
     out_of_range = arrays["cls1"].copy()
     out_of_range[0, 0] = 21
