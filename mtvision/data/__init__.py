@@ -1,22 +1,15 @@
-"""Datasets, transforms and collation.
+"""Datasets, transforms and collation: files on disk -> samples -> batches.
 
-The project's standard layout ("mtvision" format), which the built-in demo data uses::
-
-    ROOT/
-      images/SPLIT/NAME.jpg            RGB images
-      semseg/SPLIT/NAME.png            uint8 class ids (0 = background), 255 = ignore
-      edges/SPLIT/NAME.png             uint8, >= 128 marks a boundary pixel
-      annotations/SPLIT.json           COCO instances JSON (boxes, polygon/RLE masks, categories)
-
-Besides the standard COCO keys the JSON carries a top-level ``"mtvision"`` object::
-
-    {"tasks": ["det", "seg", "edge", "cls"], "seg_classes": [...], "cls_classes": [...],
-     "multi_label": false}
-
-and each ``images`` entry may carry ``"seg_file"``, ``"edge_file"`` (paths relative to ROOT) and
-``"cls"`` (an int, or a list of ints when multi-label). A task is labelled for an image when its
-key is there (``det`` when "det" is in ``tasks``: an image without annotations then has no
-objects), so partially labelled data needs no special format.
+* ``formats/``: one reader per dataset format (COCO, YOLO, VOC, Cityscapes, BSDS500, NYUv2,
+  CamVid, image folders / CSVs, and ``mtv``: the demo data's own layout), registered by name
+  for ``data.type``; ``base.ReaderDataset`` is what they share (task selection, derived labels,
+  checks, skipping bad samples), ``sample.RawSample`` what they read.
+* ``derive``: labels from labels (semantic maps from instances, edges from boundaries);
+  ``polygons``: COCO polygon / RLE encodings.
+* ``transforms``: the albumentations pipeline that moves every target with the image;
+  ``collate``: batches with a presence flag per task; ``mixing``: several datasets with ratios;
+  ``build``: all of it from the ``data`` config section.
+* ``convert/``: the converters and ``validate`` behind ``tools/convert_dataset.py``.
 
 A sample (``dataset[i]``) is a dict::
 
@@ -24,5 +17,6 @@ A sample (``dataset[i]``) is a dict::
      "orig_size": (h, w), "targets": {task: target}}  # only the tasks labelled for it
 
 with targets as documented in ``mtvision.models.heads.base``; ``collate`` stacks samples into
-a batch ``{"images", "image_ids", "file_names", "orig_sizes", "targets", "present"}``.
+a batch ``{"images", "image_ids", "file_names", "orig_sizes", "targets", "present",
+"edge_gts"}``.
 """
