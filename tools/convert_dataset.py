@@ -1,6 +1,7 @@
 """Convert datasets between formats, or check one.
 
     python tools/convert_dataset.py coco2yolo ANN.json IMG_DIR DST [--split S] [--no-segments]
+                                             [--symlink-images]
     python tools/convert_dataset.py yolo2coco DATA.yaml DST.json [--split S]
     python tools/convert_dataset.py voc2coco VOC_ROOT DST.json [--split S] [--image-set NAME]
     python tools/convert_dataset.py cityscapes2coco CITYSCAPES_ROOT DST_DIR [--split S]
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dst")
     s.add_argument("--split", default="train")
     s.add_argument("--no-segments", action="store_true", help="boxes only, no polygons")
+    s.add_argument("--symlink-images", action="store_true",
+                   help="link the images instead of copying them")
 
     s = sub.add_parser("yolo2coco", help="YOLO data.yaml split -> COCO JSON")
     s.add_argument("data_yaml")
@@ -99,7 +102,8 @@ def convert(a: argparse.Namespace) -> int:
         from mtvision.data.convert.coco_yolo import coco_to_yolo
 
         summary = coco_to_yolo(a.ann_file, a.img_dir, a.dst, split=a.split,
-                               segments=not a.no_segments, progress=progress)
+                               segments=not a.no_segments, symlink_images=a.symlink_images,
+                               progress=progress)
     elif a.command == "yolo2coco":
         from mtvision.data.convert.coco_yolo import yolo_to_coco
 
