@@ -16,6 +16,7 @@ with only the tasks labelled for that image in ``targets`` (formats in
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ TransformFn = Callable[..., TransformResult]
 DERIVE_EDGES = ("instances", "seg")
 
 
-class ReaderDataset(Dataset):
+class ReaderDataset(Dataset, ABC):
     """Base class of the dataset readers.
 
     Common options (every reader accepts them):
@@ -83,12 +84,13 @@ class ReaderDataset(Dataset):
 
     # -- what subclasses provide ---------------------------------------------------------------
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """Number of samples in the split."""
 
+    @abstractmethod
     def read(self, index: int) -> RawSample:
         """The raw sample ``index``; raises ``DataError`` naming the file on any problem."""
-        raise NotImplementedError
 
     @property
     def source(self) -> str:
