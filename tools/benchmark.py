@@ -3,11 +3,15 @@
     python tools/benchmark.py kernels [--quick] [--device D] [--out FILE.json]
     python tools/benchmark.py balancing [--methods a,b] [--modes param,feature]
                                         [--backbones resnet18,resnet50] [--device D] [...]
+    python tools/benchmark.py inference [--config C] [-o key=value] [--batch N]
+                                        [--image-size PX] [--rounds R] [--device D] [...]
 
 kernels: the fused Triton losses against plain PyTorch, forward + backward (time, achieved
 GB/s, peak memory); on the CPU only the PyTorch side is timed.
 balancing: one training step of the demo model with each balancing method, as a ratio to
 equal weighting (interleaved rounds, medians); on CUDA also the Gram kernel against G @ G.T.
+inference: the multi-task model of a config against one model per head with the same backbone
+(latency, images/s, the ratio multi-task / sum of single-task); on CUDA also under AMP.
 """
 
 from __future__ import annotations
@@ -119,12 +123,48 @@ def _add_balancing(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_balancing)
 
 
+def _run_inference(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.inference import format_table, run_inference_benchmark
+
+    res = run_inference_benchmark(a.config, a.override, a.batch, (a.image_size, a.image_size),
+                                  a.rounds, a.warmup, a.rep, a.device, a.out,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inference", help="a multi-task model against its single-task models",
+                       description="Latency and images/s of the multi-task model of a config "
+                                   "and of one model per head with the same backbone "
+                                   "(forward + post-processing), interleaved in rounds; the "
+                                   "ratio multi-task / sum of single-task.")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="model config (default: configs/demo.yaml, the 4-task demo model)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. -o model.backbone.name=resnet50")
+    p.add_argument("--batch", type=_positive_int, default=1, help="images per call (default 1)")
+    p.add_argument("--image-size", type=_positive_int, default=128, metavar="PX",
+                   help="square image side, a multiple of 32 (default 128)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds (default 5)")
+    p.add_argument("--warmup", type=_non_negative_ms, default=50.0, metavar="MS",
+                   help="warm-up time per model and round in ms (default 50)")
+    p.add_argument("--rep", type=_positive_ms, default=200.0, metavar="MS",
+                   help="timed time per model and round in ms (default 200; at least 3 runs)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--out", default="runs/benchmark/inference.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/inference.json)")
+    p.set_defaults(run=_run_inference)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # One function per subcommand; a new benchmark adds its own here.
     _add_kernels(sub)
     _add_balancing(sub)
+    _add_inference(sub)
     return p
 
 
