@@ -1,5 +1,6 @@
-"""NYUv2 in the preprocessed .npy form used by MTAN (Liu et al., CVPR 2019) and LibMTL:
-13-class segmentation, depth and surface normals at 288x384."""
+"""The preprocessed .npy form of MTAN (Liu et al., CVPR 2019) and LibMTL: NYUv2 (13-class
+segmentation, depth and surface normals at 288x384) and Cityscapes (7- or 19-class segmentation
+and depth at 128x256)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from mtvision.registry import DATASETS
 
 NYUV2_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "painting",
                  "sofa", "table", "tv", "wall", "window")
+# MTAN's Cityscapes labels: the 7 categories of the official label table, or its 19 train ids.
+CITYSCAPES_7_CLASSES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+CITYSCAPES_19_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole",
+                         "traffic light", "traffic sign", "vegetation", "terrain", "sky",
+                         "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                         "bicycle")
 
 # Task -> sub-folder holding its labels.
 TASK_DIRS = {"seg": "label", "depth": "depth", "normals": "normal"}
@@ -56,38 +63,43 @@ class NYUv2Dataset(ReaderDataset):
     The image becomes uint8 RGB; label -1 becomes 255; ``image_id`` is ``I`` when numeric.
     """
 
+    name = "NYUv2"
+    classes: tuple[str, ...] = NYUV2_CLASSES
+    task_dirs = TASK_DIRS
+
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
                  skip_invalid: bool = False, **common: Any) -> None:
         super().__init__(root, split, transforms, skip_invalid, **common)
         self.split_dir = self.root / split
         image_dir = self.split_dir / "image"
         if not image_dir.is_dir():
-            raise DataError(f"NYUv2 split '{split}': folder '{image_dir}' not found")
+            raise DataError(f"{self.name} split '{split}': folder '{image_dir}' not found")
         self.names = sorted((p.stem for p in image_dir.glob("*.npy")), key=_sort_key)
         if not self.names:
-            raise DataError(f"NYUv2 split '{split}': no .npy files in '{image_dir}'")
+            raise DataError(f"{self.name} split '{split}': no .npy files in '{image_dir}'")
         native = []
-        for task, sub in TASK_DIRS.items():
+        for task, sub in self.task_dirs.items():
             d = self.split_dir / sub
             if not d.is_dir():
                 continue
             have = {p.stem for p in d.glob("*.npy")}
             missing = [n for n in self.names if n not in have]
             if missing:
-                raise DataError(f"NYUv2 split '{split}': '{d / (missing[0] + '.npy')}' not found "
+                raise DataError(f"{self.name} split '{split}': '{d / (missing[0] + '.npy')}' "
+                                f"not found "
                                 f"({len(missing)} of {len(self.names)} images lack a "
                                 f"'{sub}' file)")
             native.append(task)
         numeric = all(n.isdigit() for n in self.names)
         self._ids = [int(n) if numeric else i for i, n in enumerate(self.names)]
-        self._setup(native, seg_classes=NYUV2_CLASSES)
+        self._setup(native, seg_classes=self.classes)
 
     def __len__(self) -> int:
         return len(self.names)
 
     @property
     def source(self) -> str:
-        return f"NYUv2 '{self.split_dir}'"
+        return f"{self.name} '{self.split_dir}'"
 
     def _path(self, sub: str, index: int) -> Path:
         return self.split_dir / sub / f"{self.names[index]}.npy"
@@ -99,11 +111,11 @@ class NYUv2Dataset(ReaderDataset):
                         file_name=f"{self.names[index]}.npy")
         # The map is also needed when the edge target is derived from it (tasks: [edge]).
         if "seg" in self.tasks or (self.derive_edges == "seg" and "edge" in self.tasks):
-            raw.seg = self._label(self._path("label", index), hw)
+            raw.seg = self._label(self._path(self.task_dirs["seg"], index), hw)
         if "depth" in self.tasks:
-            raw.depth = self._depth(self._path("depth", index), hw)
+            raw.depth = self._depth(self._path(self.task_dirs["depth"], index), hw)
         if "normals" in self.tasks:
-            raw.normals = self._normals(self._path("normal", index), hw)
+            raw.normals = self._normals(self._path(self.task_dirs["normals"], index), hw)
         return raw
 
     @staticmethod
@@ -136,7 +148,7 @@ class NYUv2Dataset(ReaderDataset):
         a = self._hw_of(_load(path), path, "label", hw)
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
             raise DataError(f"label '{path}' has non-numeric or non-finite values")
-        n = len(NYUV2_CLASSES)
+        n = len(self.classes)
         bad = (a != np.round(a)) | (a < -1) | (a >= n)
         if bad.any():
             raise DataError(f"label '{path}' has class id {a[bad].flat[0]:g} out of range "
@@ -165,3 +177,29 @@ class NYUv2Dataset(ReaderDataset):
             raise DataError(f"normals '{path}' have components outside [-1, 1] "
                             f"(max |v| {np.abs(a).max():g})")
         return np.ascontiguousarray(a, dtype=np.float32)
+
+
+@DATASETS.register("cityscapes_mtan")
+class CityscapesMTANDataset(NYUv2Dataset):
+    """Cityscapes in MTAN's preprocessed .npy form (segmentation + depth at 128x256)::
+
+        ROOT/SPLIT/                    splits ``train`` and ``val``
+          image/I.npy                  float32 HxWx3 RGB in [0, 1]
+          label_7/I.npy                HxW class ids 0..6 (CITYSCAPES_7_CLASSES), -1 = ignore
+          label_19/I.npy               HxW train ids 0..18 (CITYSCAPES_19_CLASSES), -1 = ignore
+          depth/I.npy                  HxW or HxWx1 float depth as the preprocessing ships
+                                       it, 0 = invalid
+
+    ``num_classes`` (7 or 19) picks the label folder. The original gtFine release is read by
+    the ``cityscapes`` reader instead.
+    """
+
+    name = "Cityscapes (MTAN)"
+
+    def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
+                 skip_invalid: bool = False, num_classes: int = 7, **common: Any) -> None:
+        if num_classes not in (7, 19):
+            raise DataError(f"cityscapes_mtan: num_classes must be 7 or 19, got {num_classes}")
+        self.classes = CITYSCAPES_7_CLASSES if num_classes == 7 else CITYSCAPES_19_CLASSES
+        self.task_dirs = {"seg": f"label_{num_classes}", "depth": "depth"}
+        super().__init__(root, split, transforms, skip_invalid, **common)

@@ -146,3 +146,27 @@ def test_uint8_images_are_accepted(tmp_path: Path) -> None:
     ds = NYUv2Dataset(tmp_path, "val")
     assert ds.tasks == []
     np.testing.assert_array_equal(ds.read(0).image, IMAGE_U8)
+
+
+def test_cityscapes_mtan_arrays(tmp_path: Path) -> None:
+    from mtvision.data.formats.nyuv2 import CITYSCAPES_7_CLASSES, CityscapesMTANDataset
+
+    rng = np.random.default_rng(0)
+    for sub in ("image", "label_7", "label_19", "depth"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    for i in range(2):
+        np.save(tmp_path / "train" / "image" / f"{i}.npy",
+                rng.random((8, 16, 3)).astype(np.float32))
+        lab7 = rng.integers(-1, 7, (8, 16)).astype(np.float32)
+        np.save(tmp_path / "train" / "label_7" / f"{i}.npy", lab7)
+        np.save(tmp_path / "train" / "label_19" / f"{i}.npy",
+                rng.integers(-1, 19, (8, 16)).astype(np.float32))
+        np.save(tmp_path / "train" / "depth" / f"{i}.npy",
+                rng.random((8, 16, 1)).astype(np.float32))
+    ds = CityscapesMTANDataset(tmp_path, "train")
+    assert ds.tasks == ["seg", "depth"] and tuple(ds.seg_classes) == CITYSCAPES_7_CLASSES
+    raw = ds.read(1)
+    np.testing.assert_array_equal(raw.seg, np.where(lab7 < 0, 255, lab7).astype(np.uint8))
+    assert len(CityscapesMTANDataset(tmp_path, "train", num_classes=19).seg_classes) == 19
+    with pytest.raises(DataError, match="num_classes must be 7 or 19"):
+        CityscapesMTANDataset(tmp_path, "train", num_classes=8)
