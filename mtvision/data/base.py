@@ -47,6 +47,8 @@ class ReaderDataset(Dataset, ABC):
     * ``derive_edges``: an edge map from the ``"instances"`` (instance outlines, plus the
       semantic boundaries when there is a semantic map) or from the ``"seg"`` map,
       ``edge_thickness`` pixels wide (``mtvision.data.derive.edges_from_labels``);
+    * ``derive_cls``: multi-label image classification from the objects present (every class
+      with a box or a crowd region in the image), with classes ``det_classes``;
     * ``instance_masks``: also return each box's mask as ``targets["det"]["masks"]``;
     * ``skip_invalid``: a sample that cannot be read or fails the checks is replaced by the next
       valid one, with a warning, and counted in ``num_skipped`` (each DataLoader worker counts in
@@ -56,7 +58,8 @@ class ReaderDataset(Dataset, ABC):
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
                  skip_invalid: bool = False, tasks: Sequence[str] | None = None,
                  derive_seg: bool = False, derive_edges: str | None = None,
-                 edge_thickness: int = 2, instance_masks: bool = False) -> None:
+                 edge_thickness: int = 2, derive_cls: bool = False,
+                 instance_masks: bool = False) -> None:
         self.root = Path(root)
         self.split = split
         self.transforms = transforms
@@ -72,6 +75,7 @@ class ReaderDataset(Dataset, ABC):
             raise DataError(f"edge_thickness must be >= 1, got {edge_thickness}")
         self.edge_thickness = int(edge_thickness)
         self.instance_masks = bool(instance_masks)
+        self.derive_cls = bool(derive_cls)
         self._requested = list(tasks) if tasks is not None else None
         self.det_classes: list[str] = []
         self.seg_classes: list[str] = []
@@ -125,6 +129,13 @@ class ReaderDataset(Dataset, ABC):
                             "derive_seg: true)")
         if self.derive_edges:
             available.add("edge")
+        if self.derive_cls:
+            if "det" not in available:
+                raise DataError(f"{self.source}: derive_cls needs detection labels")
+            if "cls" not in native:
+                self.cls_classes = list(self.det_classes)
+                self.multi_label = True
+            available.add("cls")
         tasks = [t for t in TASKS if t in available]
         if self._requested is not None:
             unknown = [t for t in self._requested if t not in TASKS]
@@ -141,6 +152,8 @@ class ReaderDataset(Dataset, ABC):
         self._read_tasks = set(tasks)
         if "edge" in tasks and self.derive_edges == "seg":
             self._read_tasks.add("seg")
+        if "cls" in tasks and self.derive_cls and "cls" not in native:
+            self._read_tasks.add("det")
         # Instance masks are read when something needs them: derivation or the det target.
         self._need_instances = has_instances and (
             self.instance_masks or (self.derive_seg and "seg" not in native)
@@ -303,6 +316,11 @@ class ReaderDataset(Dataset, ABC):
 
     def _derive(self, raw: RawSample) -> None:
         hw = raw.hw
+        if self.derive_cls and raw.cls is None and raw.boxes is not None:
+            present = set(raw.labels.tolist())
+            if raw.crowd_labels is not None:
+                present |= set(raw.crowd_labels.tolist())
+            raw.cls = sorted(int(v) for v in present)
         if self.derive_seg and raw.seg is None and raw.instance_masks is not None:
             raw.seg = derive.semantic_from_instances(raw.instance_masks, raw.labels, hw,
                                                      raw.crowd_masks)

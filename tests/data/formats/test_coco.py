@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
@@ -308,3 +309,14 @@ def test_skip_invalid_skips_the_bad_image(tmp_path: Path, coco_dir: Path,
     with pytest.warns(UserWarning, match=f"skipping invalid sample {i}: .*category_id 999"):
         s = ds[i]
     assert s["image_id"] == data["images"][i + 1]["id"] and ds.num_skipped == 1
+
+
+def test_derive_cls_is_multi_label_of_the_categories_present(coco_dir: Path,
+                                                              coco_json: dict) -> None:
+    ds = _open(coco_dir, derive_cls=True, tasks=["cls"])
+    assert ds.tasks == ["cls"] and ds.multi_label and ds.cls_classes == ds.det_classes
+    for i, im in enumerate(coco_json["images"]):
+        present = {a["category_id"] for a in coco_json["annotations"] if a["image_id"] == im["id"]}
+        target = ds[i]["targets"]["cls"]
+        assert target.dtype == torch.float32 and target.shape == (80,)
+        assert {ds.cat_ids[k] for k in torch.nonzero(target).flatten().tolist()} == present
