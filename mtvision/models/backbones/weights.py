@@ -2,49 +2,75 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
+from torch import Tensor, nn
 
 from mtvision.registry import ConfigError
 
+StateDict = dict[str, Tensor]
 
-def load_pretrained(net: nn.Module, arch: str, pretrained: str) -> None:
-    """Load ``pretrained`` (a local state-dict file or a torchvision weights name) into ``net``.
 
-    A name needs the network or torch's hub cache; offline without a cache the error says how
-    to pass a file instead.
-    """
-    path = Path(pretrained).expanduser()
-    if path.suffix in {".pth", ".pt", ".bin"} or path.exists():
-        if not path.is_file():
-            raise ConfigError(f"pretrained weights file not found: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-            raise ConfigError(f"cannot read pretrained weights {path}: {e}") from None
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        loaded = len(net.state_dict()) - len(missing)
-        if loaded == 0:
-            raise ConfigError(f"pretrained weights {path} match no parameter of {arch}")
-        return
+def _read_file(path: Path, arch: str) -> StateDict:
+    if not path.is_file():
+        raise ConfigError(f"pretrained weights file not found: {path}")
     try:
-        weights = torchvision.models.get_model_weights(arch)[pretrained]
-    except (KeyError, ValueError):
-        names = [w.name for w in torchvision.models.get_model_weights(arch)]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
+        raise ConfigError(f"cannot read pretrained weights {path}: {e}") from None
+    for key in ("model", "state_dict"):  # training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(f"pretrained weights {path} hold no state dict for {arch}")
+    return state
+
+
+def _download(arch: str, pretrained: str) -> StateDict:
+    try:
+        enum = torchvision.models.get_model_weights(arch)
+    except ValueError:
         raise ConfigError(
-            f"unknown pretrained weights '{pretrained}' for {arch}; use one of {names} "
-            "or the path of a local .pth file"
-        ) from None
+            f"torchvision ships no pretrained weights for {arch}; set pretrained to the path "
+            "of a local .pth file") from None
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
+        weights = enum[pretrained]
+    except KeyError:
+        raise ConfigError(
+            f"unknown pretrained weights '{pretrained}' for {arch}; use one of "
+            f"{[w.name for w in enum]} or the path of a local .pth file") from None
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as e:  # noqa: BLE001 - offline, proxy, corrupt cache...
         raise ConfigError(
             f"cannot download {arch} weights '{pretrained}' ({type(e).__name__}); offline, "
             f"download {weights.url} elsewhere and set model.backbone.pretrained to the file path"
         ) from None
-    net.load_state_dict(state)
+
+
+def load_pretrained(net: nn.Module, arch: str, pretrained: str,
+                    prepare: Callable[[StateDict], StateDict] | None = None) -> None:
+    """Load ``pretrained`` (a local state-dict file or a torchvision weights name) into the
+    torchvision model ``net``.
+
+    A name needs the network or torch's hub cache; offline without a cache the error says how
+    to pass a file instead. A file may hold a subset of ``net``'s weights (at least one), plain
+    or under a ``model``/``state_dict`` key. ``prepare`` may convert the state dict (or adapt
+    ``net`` to it) before loading.
+    """
+    path = Path(pretrained).expanduser()
+    is_file = path.suffix in {".pth", ".pt", ".bin"} or path.exists()
+    state = _read_file(path, arch) if is_file else _download(arch, pretrained)
+    if prepare is not None:
+        state = prepare(state)
+    source = str(path) if is_file else f"'{pretrained}'"
+    try:
+        missing, _ = net.load_state_dict(state, strict=not is_file)
+    except RuntimeError as e:  # mismatched shapes (or keys, for torchvision's own weights)
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise ConfigError(f"pretrained weights {source} do not fit {arch}: {detail}") from None
+    if len(net.state_dict()) == len(missing):
+        raise ConfigError(f"pretrained weights {source} match no parameter of {arch}")

@@ -43,13 +43,17 @@ class HEDEdgeHead(TaskHead):
     def __init__(
         self,
         feature_info: dict[str, FeatureInfo],
-        in_features: Sequence[str] = ("c1", "p2", "p3", "p4", "p5"),
+        in_features: Sequence[str] | None = None,
         side_channels: int = 16,
         side_weight: float = 1.0,
         fuse_weight: float = 1.0,
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
+        if in_features is None:
+            # HED's finest side output sits at stride 2 (c1); backbones without a stride-2
+            # level (ConvNeXt, Swin, ViT) start at the neck's p2.
+            in_features = [n for n in ("c1", "p2", "p3", "p4", "p5") if n in feature_info]
         self.in_features = list(in_features)
         check_in_features(feature_info, self.in_features, "hed")
         if not self.in_features:
