@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -10,11 +11,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtvision.metrics import build_metric
+from mtvision.metrics.multitask import lower_is_better
 from mtvision.models import MultiTaskModel
 from mtvision.registry import ConfigError
 
-# The headline metric of each task: what "best" checkpoints and summaries use.
-PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1"}
+# The headline metric of each task: what "best" checkpoints and summaries use. Whether higher or
+# lower is better is declared in mtvision.metrics.multitask.METRIC_DIRECTION.
+PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1",
+           "depth": "abs_err", "normals": "mean_angle"}
 
 
 def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
@@ -152,23 +156,41 @@ def coco_benchmark(ds: Any, dets: list[tuple[int, dict[str, Any]]],
 
 
 def summary_score(results: dict[str, dict[str, Any]], key: str = "mean") -> float:
-    """One number to pick the best checkpoint: the mean of the tasks' headline metrics,
-    or one metric named ``task.metric``."""
+    """One number to pick the best checkpoint, always higher = better.
+
+    ``"mean"``: the mean of the tasks' headline metrics (``PRIMARY``) for which higher is
+    better (fractions in [0, 1]). Lower-is-better headlines (depth ``abs_err`` in the data's
+    unit, normals ``mean_angle`` in degrees) are left out of that mean, since adding metres or
+    degrees to fractions would let the unit pick the checkpoint; only when no task has a
+    higher-is-better headline is the score minus the mean of the lower-is-better ones. To pick
+    by depth or normals in a mixed model, name the metric (``train.best_metric``).
+    ``"task.metric"``: that metric, negated when lower is better (``METRIC_DIRECTION``).
+    NaN when there is nothing to average.
+    """
     if key == "mean":
-        vals = [float(results[t][PRIMARY[t]]) for t in results if PRIMARY.get(t) in results[t]]
-        return sum(vals) / len(vals) if vals else float("nan")
+        heads = [(t, PRIMARY[t]) for t in results
+                 if PRIMARY.get(t) is not None and PRIMARY[t] in results[t]]
+        higher = [float(results[t][m]) for t, m in heads if not lower_is_better(t, m)]
+        lower = [float(results[t][m]) for t, m in heads if lower_is_better(t, m)]
+        if higher:
+            return sum(higher) / len(higher)
+        return -sum(lower) / len(lower) if lower else float("nan")
     task, _, name = key.partition(".")
     if name not in results.get(task, {}):
         raise ConfigError(f"train.best_metric '{key}' is not among the evaluation results "
                           f"({', '.join(f'{t}.{m}' for t in results for m in results[t])})")
-    return float(results[task][name])
+    value = float(results[task][name])
+    return -value if lower_is_better(task, name) else value
 
 
 def format_table(results: dict[str, dict[str, Any]], per_class: bool = True) -> str:
     """A readable table of the scalar metrics, one row per task and metric (nested results
-    such as ``det.coco`` as ``coco.AP``), then the per-class segmentation table."""
+    such as ``det.coco`` as ``coco.AP``), then the per-class segmentation table and, when the
+    results hold one, Delta_m (per task, per metric and each task's term)."""
     rows = []
     for t, m in results.items():
+        if t == "delta_m":
+            continue
         for k, v in m.items():
             if isinstance(v, (int, float)):
                 rows.append((t, k, v))
@@ -176,7 +198,7 @@ def format_table(results: dict[str, dict[str, Any]], per_class: bool = True) -> 
                 rows += [(t, f"{k}.{k2}", v2) for k2, v2 in v.items()
                          if isinstance(v2, (int, float))]
     if not rows:
-        return "(no metrics)"
+        return "(no metrics)" + _delta_m_lines(results.get("delta_m"))
     w1 = max(4, *(len(r[0]) for r in rows))
     w2 = max(6, *(len(r[1]) for r in rows))
     lines = [f"{'task':<{w1}}  {'metric':<{w2}}  {'value':>8}",
@@ -186,14 +208,48 @@ def format_table(results: dict[str, dict[str, Any]], per_class: bool = True) -> 
         from mtvision.metrics.segmentation import format_per_class_table
 
         lines += ["", "seg per class:", format_per_class_table(results["seg"])]
-    return "\n".join(lines)
+    return "\n".join(lines) + _delta_m_lines(results.get("delta_m"))
+
+
+def _delta_m_lines(dm: dict[str, Any] | None) -> str:
+    """The Delta_m section of ``format_table`` ('' without one)."""
+    if not dm:
+        return ""
+    rows = [("per task", dm["per_task"]), ("per metric", dm["per_metric"])]
+    rows += [(t, v) for t, v in dm.get("tasks", {}).items()]
+    w = max(len(r[0]) for r in rows)
+    lines = ["Delta_m over the single-task baselines (%, higher is better):"]
+    lines += [f"{name:<{w}}  {v:+8.2f}" for name, v in rows]
+    return "\n\n" + "\n".join(lines)
+
+
+def add_delta_m(results: dict[str, dict[str, Any]], baselines: dict[str, dict[str, Any]],
+                exclude: Iterable[str] = (), source: str = "baselines") -> dict[str, Any]:
+    """Put ``results["delta_m"]``: Delta_m of ``results`` over single-task ``baselines``
+    (``mtvision.metrics.multitask.delta_m``; percent, per task and per metric), leaving out
+    ``exclude``; a ConfigError names ``source`` when nothing can be compared."""
+    from mtvision.metrics.multitask import delta_m
+
+    tasks = {t: m for t, m in results.items() if t != "delta_m"}
+    try:
+        results["delta_m"] = delta_m(tasks, baselines, exclude=exclude)
+    except ValueError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return results["delta_m"]
 
 
 def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = None,
                         device: str = "auto", split: str | None = None,
-                        progress: bool = True) -> dict[str, dict[str, Any]]:
+                        progress: bool = True,
+                        baselines: str | os.PathLike[str] | None = None,
+                        delta_m_exclude: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
     """Evaluate ``checkpoint`` on the data of ``cfg`` (``data.val_split`` unless ``split``);
-    write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``)."""
+    write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``).
+
+    With ``baselines`` (a JSON of single-task results, ``mtvision.engine.baselines``) the
+    results also hold ``"delta_m"``, leaving out ``delta_m_exclude`` and the model's auxiliary
+    tasks (``model.aux_tasks`` of the checkpoint's config).
+    """
     from pathlib import Path
 
     from mtvision.data.build import (
@@ -203,10 +259,13 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
         dataset_classes,
     )
     from mtvision.data.io import write_json_atomic
+    from mtvision.engine.baselines import load_baselines
     from mtvision.engine.checkpoint import CheckpointError, load_checkpoint
     from mtvision.engine.device import resolve_device
     from mtvision.models import build_model
 
+    # Read first: a wrong path should fail before a long evaluation, not after.
+    base = load_baselines(baselines) if baselines is not None else None
     dev = resolve_device(device)
     state = load_checkpoint(checkpoint, map_location=dev)
     model_cfg = state["config"]["model"]
@@ -233,5 +292,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     if dets and "det" in results:
         results["det"]["coco"] = coco_benchmark(
             ds, dets, out_path.with_name(out_path.stem + "_coco_results.json"))
+    if base is not None:
+        exclude = set(delta_m_exclude) | set(model_cfg.get("aux_tasks") or ())
+        add_delta_m(results, base, exclude, f"baselines {baselines}")
     write_json_atomic(results, out_path)
     return results

@@ -1,4 +1,5 @@
-"""Evaluation metrics per task (det, seg, edge, cls); they know nothing of the models."""
+"""Evaluation metrics per task (det, seg, edge, cls, depth, normals) and the multi-task
+Delta_m; they know nothing of the models."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ from collections.abc import Sequence
 
 from mtvision.metrics.base import Metric
 from mtvision.metrics.classification import ClassificationMetric, average_precision
+from mtvision.metrics.depth import DepthMetric
 from mtvision.metrics.detection import DetectionMetric, coco_evaluate, coco_results
 from mtvision.metrics.edge import MODES as EDGE_MODES
 from mtvision.metrics.edge import EdgeMetric, edge_benchmark, edge_ods_ois
+from mtvision.metrics.multitask import (
+    DELTA_M_METRICS,
+    METRIC_DIRECTION,
+    delta_m,
+    lower_is_better,
+    metric_direction,
+)
+from mtvision.metrics.normals import NormalsMetric, angle_errors
 from mtvision.metrics.segmentation import (
     SegmentationMetric,
     format_per_class_table,
@@ -16,23 +26,31 @@ from mtvision.metrics.segmentation import (
 )
 from mtvision.registry import ConfigError, closest
 
-TASKS = ("det", "seg", "edge", "cls")
+TASKS = ("det", "seg", "edge", "cls", "depth", "normals")
 
 __all__ = [
+    "DELTA_M_METRICS",
+    "METRIC_DIRECTION",
     "TASKS",
     "ClassificationMetric",
+    "DepthMetric",
     "DetectionMetric",
     "EdgeMetric",
     "Metric",
+    "NormalsMetric",
     "SegmentationMetric",
+    "angle_errors",
     "average_precision",
     "build_metric",
     "coco_evaluate",
     "coco_results",
+    "delta_m",
     "edge_benchmark",
     "edge_ods_ois",
     "format_per_class_table",
     "iou_from_confusion",
+    "lower_is_better",
+    "metric_direction",
 ]
 
 
@@ -52,12 +70,16 @@ def build_metric(
     contiguous label); seg: ``num_classes``, ``class_names`` (ignore 255);
     edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults), ``edge_mode`` ("exact": the
     BSDS pixel correspondence, "approx": faster distance matching, scores somewhat higher);
-    cls: ``num_classes``, ``multi_label``.
+    cls: ``num_classes``, ``multi_label``; depth and normals: no option.
     ``num_classes`` defaults to ``len(class_names)``.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task '{task}'{closest(task, list(TASKS))}; "
                           f"available: {', '.join(TASKS)}")
+    if task == "depth":
+        return DepthMetric()
+    if task == "normals":
+        return NormalsMetric()
     if task == "edge":
         if edge_mode not in EDGE_MODES:
             raise ConfigError(f"unknown edge_mode '{edge_mode}'; available: "

@@ -1,17 +1,23 @@
 """Task heads; importing this package registers them in ``mtvision.registry.HEADS``.
 
-``fcos`` (det), ``fpn_seg`` (seg), ``hed`` (edge), ``linear`` (cls).
+``fcos`` (det), ``fpn_seg`` (seg), ``hed`` (edge), ``linear`` (cls), ``fpn_depth`` (depth),
+``fpn_normals`` (normals).
 """
 
 from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
 from mtvision.models.heads.classification import LinearClsHead
+from mtvision.models.heads.depth import FPNDecoder, FPNDepthHead
 from mtvision.models.heads.detection import FCOSHead
 from mtvision.models.heads.edge import HEDEdgeHead
+from mtvision.models.heads.normals import FPNNormalsHead
 from mtvision.models.heads.segmentation import FPNSegHead
 
 __all__ = [
     "DenseLoss",
     "FCOSHead",
+    "FPNDecoder",
+    "FPNDepthHead",
+    "FPNNormalsHead",
     "FPNSegHead",
     "FeatureInfo",
     "HEDEdgeHead",
