@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mtvision.registry import BACKBONES, BALANCERS, HEADS, NECKS, ConfigError, Registry
+from mtvision.registry import BACKBONES, BALANCERS, HEADS, NECKS, SHARING, ConfigError, Registry
 from mtvision.registry import closest as _closest
 
 
@@ -76,6 +76,13 @@ SCHEMA: dict[str, Any] = {
         "backbone": Named(BACKBONES, {"name": "resnet18"}),
         "neck": Named(NECKS, {"name": "fpn"}, skip=("feature_info",), nullable=True),
         "heads": MapOf(Named(HEADS, skip=("feature_info",)), {}),
+        # How the tasks share the encoder (mtvision.models.sharing): hard (one backbone and
+        # neck, the default), soft {penalty_weight, include_neck} (one copy per task, L2-tied),
+        # cross_stitch {alpha} (per-task ResNets mixed after each stage), mtan {hidden}
+        # (shared encoder, per-task attention masks).
+        "sharing": Named(SHARING, {"name": "hard"}, skip=("parts",)),
+        # Tasks trained like the others but left out of train.best_metric 'mean' and Delta_m.
+        "aux_tasks": Field(SEQ, []),
         # Loss kernels: auto = Triton on CUDA, the PyTorch reference elsewhere.
         "loss_backend": Field(STR, "auto", choices=("auto", "triton", "torch")),
         # Score the seg and edge heads in one kernel launch (same values as separately).

@@ -49,12 +49,15 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 
 def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on norms and biases; ``backbone_lr_mult`` for the backbone."""
+    """AdamW or SGD; no weight decay on norms, biases and the parameters the model's
+    ``no_weight_decay()`` names (e.g. cross-stitch units); ``backbone_lr_mult`` for the
+    backbone (every copy of it with per-task backbones)."""
+    no_wd: set[str] = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        key = (name.startswith("backbone."), p.ndim <= 1)
+        key = (name.startswith("backbone."), p.ndim <= 1 or name in no_wd)
         groups.setdefault(key, []).append(p)
     param_groups = [
         {"params": ps, "lr": cfg["lr"] * (cfg["backbone_lr_mult"] if bb else 1.0),
@@ -113,6 +116,33 @@ def check_best_metric(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"train.best_metric '{key}' must be 'mean' or 'task.metric' with a "
                           f"task of the model ({', '.join(cfg['model']['heads'])}), "
                           "e.g. 'seg.mIoU'")
+    if task in (cfg["model"].get("aux_tasks") or ()):
+        raise ConfigError(f"train.best_metric '{key}' names an auxiliary task "
+                          f"(model.aux_tasks: {', '.join(cfg['model']['aux_tasks'])}); "
+                          "pick a main task or 'mean'")
+
+
+def check_sharing_balancer(cfg: dict[str, Any], model: MultiTaskModel, requires: str) -> None:
+    """The balancer's mode must find what it differentiates: shared parameters (``param``)
+    or shared features (``feature``) in the model's sharing architecture."""
+    sharing, balancer = model.sharing.name, cfg["balancer"]["name"]
+    if requires == "feature" and not model.sharing.shared_features:
+        raise ConfigError(f"balancer.mode 'feature' ({balancer}) needs features shared by the "
+                          f"tasks; model.sharing '{sharing}' has one backbone per task: use "
+                          "balancer.mode=param, or model.sharing hard or mtan")
+    if requires == "param" and not model.shared_parameters():
+        alt = ", or balancer.mode=feature" if model.sharing.shared_features else ""
+        raise ConfigError(f"balancer '{balancer}' (balancer.mode 'param') needs trainable "
+                          f"parameters shared by the tasks and model.sharing '{sharing}' has "
+                          f"none: use a loss-based balancer such as balancer.name=fixed{alt}")
+
+
+def headline_score(results: dict[str, dict[str, Any]], key: str,
+                   aux_tasks: list[str] | tuple[str, ...] = ()) -> float:
+    """``summary_score`` of ``results`` without the auxiliary tasks (best checkpoint choice);
+    NaN when no main task has results."""
+    main = {t: m for t, m in results.items() if t not in aux_tasks}
+    return summary_score(main, key) if main else float("nan")
 
 
 class Trainer:
@@ -154,6 +184,7 @@ class Trainer:
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
         self.balancer = build_balancer(cfg["balancer"], self.model.task_names).to(self.device)
+        check_sharing_balancer(cfg, self.model, self.balancer.requires)
         self.optimizer = build_optimizer(self.model, tcfg["optimizer"])
         params = list(self.model.parameters()) + list(self.balancer.parameters())
         if self.balancer_params():
@@ -234,12 +265,18 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not task_losses:  # no image of this batch is labelled for any task of the model
             return None
+        # The sharing architecture's penalty (soft sharing) joins the loss once, unweighted.
+        penalty = self.model.regularization()
         bad = [t for t, v in task_losses.items() if not torch.isfinite(v)]
+        if penalty is not None and not torch.isfinite(penalty):
+            bad.append("sharing_penalty")
         if bad:
             self._nonfinite(f"non-finite loss in task(s) {', '.join(bad)}")
             return None
         weights = self.balancer.backward(task_losses, self.shared_params,
                                          cut if cut is not None else feats, self.scaler.scale)
+        if penalty is not None:  # after the balancer, which may rebind the shared .grad
+            self.scaler.scale(penalty).backward()
         self.scaler.unscale_(self.optimizer)
         # The norm is computed even without clipping: a NaN gradient must never reach the
         # optimizer, whose moment estimates it would poison for good.
@@ -260,6 +297,8 @@ class Trainer:
                                for k, v in parts.items()}
         out.update({t: v.detach() for t, v in task_losses.items()})
         out.update({f"w/{t}": w for t, w in weights.items()})
+        if penalty is not None:
+            out["sharing_penalty"] = penalty.detach()
         gram = getattr(self.balancer, "stats", {}).get("gram")
         if gram is not None:
             out.update(pairwise_cosines(gram, list(task_losses)))
@@ -283,7 +322,8 @@ class Trainer:
         eval_cfg = {**self.cfg["eval"], "edge_mode": self.cfg["eval"]["train_edge_mode"]}
         res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
                        eval_cfg, self.device, self.progress)
-        score = summary_score(res, self.cfg["train"]["best_metric"]) if res else float("nan")
+        # Auxiliary tasks are evaluated and logged, but do not choose the best checkpoint.
+        score = headline_score(res, self.cfg["train"]["best_metric"], self.model.aux_tasks)
         self.logger.log({"type": "eval", "iter": self.iteration,
                          "epoch": self.iteration / self.epoch_len, "metrics": res,
                          "score": score})
@@ -330,6 +370,8 @@ class Trainer:
                                        and not k.startswith(("w/", "cos/"))},
                         "weights": {k[2:]: v for k, v in stats.items() if k.startswith("w/")},
                         "cos": {k[4:]: v for k, v in stats.items() if k.startswith("cos/")},
+                        **({"sharing_penalty": stats["sharing_penalty"]}
+                           if "sharing_penalty" in stats else {}),
                         "sec_per_iter": (now - t_last) / max(self.iteration - it_last, 1),
                     })
                     t_last, it_last = now, self.iteration

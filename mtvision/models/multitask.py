@@ -1,7 +1,9 @@
-"""The multi-task model: backbone -> neck -> a dict of task heads."""
+"""The multi-task model: backbone -> neck -> a dict of task heads, the tasks sharing the
+encoder as ``model.sharing`` says (hard by default; see ``mtvision.models.sharing``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -9,15 +11,21 @@ from torch import Tensor, nn
 
 from kernels import dense_losses
 from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
-from mtvision.registry import BACKBONES, HEADS, NECKS, ConfigError
+from mtvision.models.sharing import HardSharing, Sharing, SharingParts
+from mtvision.registry import BACKBONES, HEADS, NECKS, SHARING, ConfigError
 
 
 class MultiTaskModel(nn.Module):
-    """One shared backbone and neck feeding any subset of task heads.
+    """A backbone and neck feeding any subset of task heads, shared as ``sharing`` says.
 
     ``forward`` returns the raw outputs of every head; ``losses`` and ``postprocess`` delegate
     to each head. ``extract`` and ``forward_heads`` split the two halves so a gradient balancer
     can differentiate with respect to the shared features.
+
+    ``sharing`` (default: hard sharing) decides how images reach the heads: with per-task
+    encoders (soft, cross-stitch) ``backbone`` and ``neck`` are ``nn.ModuleDict``s of one copy
+    per task. ``regularization`` is the architecture's penalty for the training loss.
+    ``aux_tasks`` are trained like the others but left out of the headline scores.
 
     ``loss_backend`` (``auto``, ``triton``, ``torch``) selects the loss kernels of every head;
     with ``fuse_dense_losses`` a cross-entropy head and an edge head on one grid (seg and edge)
@@ -26,16 +34,28 @@ class MultiTaskModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, neck: nn.Module | None,
                  heads: dict[str, TaskHead], loss_backend: str = "auto",
-                 fuse_dense_losses: bool = True) -> None:
+                 fuse_dense_losses: bool = True, sharing: Sharing | None = None,
+                 aux_tasks: Sequence[str] = ()) -> None:
         super().__init__()
         if not heads:
             raise ConfigError("model.heads is empty: a model needs at least one task head")
         if loss_backend not in ("auto", "triton", "torch"):
             raise ConfigError(f"model.loss_backend must be auto, triton or torch, got "
                               f"{loss_backend!r}")
+        unknown = [t for t in aux_tasks if t not in heads]
+        if unknown:
+            raise ConfigError(f"model.aux_tasks: {', '.join(map(str, unknown))} not among the "
+                              f"model's heads ({', '.join(heads)})")
+        if aux_tasks and all(t in aux_tasks for t in heads):
+            raise ConfigError("model.aux_tasks lists every head: at least one task must be a "
+                              "main task")
         self.backbone = backbone
         self.neck = neck
         self.heads = nn.ModuleDict(heads)
+        # Hard sharing has no parameters: its checkpoints keep the names they always had.
+        self.sharing = sharing if sharing is not None else HardSharing(
+            SharingParts(backbone, neck, heads))
+        self.aux_tasks = list(aux_tasks)
         self.loss_backend = loss_backend
         self.fuse_dense_losses = fuse_dense_losses
         for head in heads.values():
@@ -45,36 +65,46 @@ class MultiTaskModel(nn.Module):
     def task_names(self) -> list[str]:
         return list(self.heads.keys())
 
+    @property
+    def main_tasks(self) -> list[str]:
+        """The tasks that count in the headline scores (all but ``aux_tasks``)."""
+        return [t for t in self.heads if t not in self.aux_tasks]
+
     def shared_parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters shared by every task (backbone and neck)."""
-        mods = [self.backbone] + ([self.neck] if self.neck is not None else [])
-        return [p for m in mods for p in m.parameters() if p.requires_grad]
+        """Trainable parameters shared by the tasks (hard sharing: backbone and neck)."""
+        return self.sharing.shared_parameters(self.backbone, self.neck)
 
     def head_inputs(self) -> list[str]:
         """The shared feature names some head reads (its ``in_features``; all when a head does
-        not say), in a fixed order: the cut of feature-mode gradient balancing."""
-        names: list[str] = []
-        everything = list(self.backbone.feature_info) + (
-            list(self.neck.feature_info) if self.neck is not None else [])
-        for head in self.heads.values():
-            for n in getattr(head, "in_features", everything):
-                if n not in names:
-                    names.append(n)
-        return names
+        not say), in a fixed order: the cut of feature-mode gradient balancing. A
+        ``ConfigError`` for per-task encoders, which share no features."""
+        return self.sharing.head_inputs(self.backbone, self.neck)
 
-    def extract(self, images: Tensor) -> dict[str, Tensor]:
-        feats = self.backbone(images)
-        if self.neck is not None:
-            feats = {**feats, **self.neck(feats)}
-        return feats
+    def regularization(self) -> Tensor | None:
+        """The sharing architecture's penalty (soft sharing's L2 tie), added once per step to
+        the training loss, or None."""
+        return self.sharing.regularization(self.backbone, self.neck)
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names the optimizer must not decay (beyond norms and biases): those
+        every part with a ``no_weight_decay()`` names (cross-stitch units, a ViT's position
+        embeddings in each backbone copy...)."""
+        return {f"{prefix}.{n}" for prefix, m in self.named_modules()
+                if prefix and callable(getattr(m, "no_weight_decay", None))
+                for n in m.no_weight_decay()}
+
+    def extract(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Tensor]:
+        """The encoder features (per-task encoders: named ``task/name``)."""
+        return self.sharing.extract(self.backbone, self.neck, images, tasks)
 
     def forward_heads(self, features: dict[str, Tensor], image_size: tuple[int, int],
                       tasks: list[str] | None = None) -> dict[str, Any]:
-        return {t: self.heads[t](features, image_size) for t in (tasks or self.task_names)}
+        return {t: self.heads[t](self.sharing.task_features(features, t), image_size)
+                for t in (tasks or self.task_names)}
 
     def forward(self, images: Tensor, tasks: list[str] | None = None) -> dict[str, Any]:
         image_size = (images.shape[-2], images.shape[-1])
-        return self.forward_heads(self.extract(images), image_size, tasks)
+        return self.forward_heads(self.extract(images, tasks), image_size, tasks)
 
     def losses(self, outputs: dict[str, Any], targets: dict[str, Any],
                present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
@@ -129,7 +159,7 @@ class MultiTaskModel(nn.Module):
 
 def build_model(cfg: dict[str, Any]) -> MultiTaskModel:
     """Build from the ``model`` section: ``{"backbone": {...}, "neck": {...}, "heads": {...},
-    "loss_backend": ..., "fuse_dense_losses": ...}``."""
+    "sharing": {...}, "aux_tasks": [...], "loss_backend": ..., "fuse_dense_losses": ...}``."""
     backbone = BACKBONES.build(cfg["backbone"], "model.backbone")
     info: dict[str, FeatureInfo] = dict(backbone.feature_info)
     neck = None
@@ -145,5 +175,10 @@ def build_model(cfg: dict[str, Any]) -> MultiTaskModel:
                 f"put it under model.heads.{head.task}"
             )
         heads[task] = head
+    parts = SharingParts(backbone, neck, heads, cfg["backbone"].get("name", ""))
+    sharing: Sharing = SHARING.build(cfg.get("sharing") or {"name": "hard"}, "model.sharing",
+                                     parts=parts)
+    backbone, neck = sharing.encoders(parts)
     return MultiTaskModel(backbone, neck, heads, loss_backend=cfg.get("loss_backend", "auto"),
-                          fuse_dense_losses=cfg.get("fuse_dense_losses", True))
+                          fuse_dense_losses=cfg.get("fuse_dense_losses", True),
+                          sharing=sharing, aux_tasks=cfg.get("aux_tasks") or ())
