@@ -6,7 +6,8 @@
 
 from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
 from mtvision.models.heads.classification import LinearClsHead
-from mtvision.models.heads.depth import FPNDecoder, FPNDepthHead
+from mtvision.models.heads.decoder import FPNDecoder
+from mtvision.models.heads.depth import FPNDepthHead
 from mtvision.models.heads.detection import FCOSHead
 from mtvision.models.heads.edge import HEDEdgeHead
 from mtvision.models.heads.normals import FPNNormalsHead

@@ -1,9 +1,7 @@
 """Monocular depth estimation on the shared features.
 
-Decoder: the semantic branch of Panoptic FPN (Kirillov et al., "Panoptic Feature Pyramid
-Networks", CVPR 2019, sec. 3.2), as in ``fpn_seg``: every level is brought to the finest level's
-stride by conv3x3 + GroupNorm + ReLU + 2x upsampling stages, the levels are summed, and a 1x1
-convolution gives the output channels, bilinearly upsampled to the input size.
+Decoder: the Panoptic-FPN semantic branch shared with ``fpn_seg`` (``heads/decoder.py``), then
+a 1x1 convolution to one channel, bilinearly upsampled to the input size.
 
 Depth is made positive by ``softplus`` (default; smooth, linear for large values) or ``exp``
 (the network then predicts log depth, as Eigen et al. do).
@@ -22,7 +20,6 @@ Losses, over the valid pixels (target > 0) of the present images only:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -32,66 +29,14 @@ from torch import Tensor, nn
 from mtvision.models.heads.base import (
     FeatureInfo,
     TaskHead,
-    check_in_features,
-    group_norm,
-    select_features,
 )
+from mtvision.models.heads.decoder import FPNDecoder
 from mtvision.registry import HEADS, ConfigError
 
 # Raw outputs are clamped to this before ``exp`` (depths from e^-20 to e^20 in any unit).
 _MAX_LOG_DEPTH = 20.0
 # ``log`` of a softplus depth is taken at no less than this.
 _MIN_DEPTH = 1e-6
-
-
-class FPNDecoder(nn.Module):
-    """Panoptic-FPN semantic branch: multi-scale features -> float[B, channels, H/s, W/s] at the
-    finest stride ``s`` of ``in_features`` (used by the depth and normals heads)."""
-
-    def __init__(self, feature_info: dict[str, FeatureInfo], in_features: Sequence[str],
-                 channels: int, head: str) -> None:
-        super().__init__()
-        self.in_features = list(in_features)
-        check_in_features(feature_info, self.in_features, head)
-        if not self.in_features:
-            raise ConfigError(f"head '{head}': in_features is empty")
-        if channels < 1:
-            raise ConfigError(f"head '{head}': channels must be >= 1, got {channels}")
-        strides = [feature_info[n].stride for n in self.in_features]
-        finest = min(strides)
-        self.finest = strides.index(finest)
-        self.branches = nn.ModuleList()
-        for name, stride in zip(self.in_features, strides, strict=True):
-            n_up = math.log2(stride / finest)
-            if n_up != int(n_up):
-                raise ConfigError(
-                    f"head '{head}': stride {stride} of '{name}' is not a power-of-two multiple "
-                    f"of the finest stride {finest}")
-            in_ch = feature_info[name].channels
-            stages: list[nn.Module] = []
-            for _ in range(max(int(n_up), 1)):
-                stages += [nn.Conv2d(in_ch, channels, 3, padding=1, bias=False),
-                           group_norm(channels), nn.ReLU(inplace=True)]
-                if n_up >= 1:
-                    stages.append(
-                        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
-                in_ch = channels
-            self.branches.append(nn.Sequential(*stages))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, features: dict[str, Tensor]) -> Tensor:
-        feats = select_features(features, self.in_features)
-        size = feats[self.finest].shape[-2:]
-        out: Tensor | float = 0.0
-        for branch, x in zip(self.branches, feats, strict=True):
-            y = branch(x)
-            if y.shape[-2:] != size:  # inputs not divisible by the coarsest stride
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            out = out + y
-        assert isinstance(out, Tensor)
-        return out
 
 
 def valid_depth(target: Tensor, present: Tensor) -> Tensor:

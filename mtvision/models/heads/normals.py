@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtvision.models.heads.base import FeatureInfo, TaskHead
-from mtvision.models.heads.depth import FPNDecoder
+from mtvision.models.heads.decoder import FPNDecoder
 from mtvision.registry import HEADS
 
 

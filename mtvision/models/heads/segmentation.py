@@ -9,7 +9,6 @@ input size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -21,11 +20,10 @@ from mtvision.models.heads.base import (
     DenseLoss,
     FeatureInfo,
     TaskHead,
-    check_in_features,
-    group_norm,
     mask_absent,
     select_features,
 )
+from mtvision.models.heads.decoder import fpn_branches, fpn_merge
 from mtvision.registry import HEADS, ConfigError
 
 
@@ -53,39 +51,16 @@ class FPNSegHead(TaskHead):
     ) -> None:
         super().__init__()
         self.in_features = list(in_features)
-        check_in_features(feature_info, self.in_features, "fpn_seg")
         if num_classes < 1:
             raise ConfigError(f"head 'fpn_seg': num_classes must be >= 1, got {num_classes}")
-        if not self.in_features:
-            raise ConfigError("head 'fpn_seg': in_features is empty")
         if not 0.0 <= label_smoothing <= 1.0:
             raise ConfigError(f"head 'fpn_seg': label_smoothing must be in [0, 1], got "
                               f"{label_smoothing}")
         self.num_classes = num_classes
         self.ignore_index = int(ignore_index)
         self.label_smoothing = float(label_smoothing)
-        strides = [feature_info[n].stride for n in self.in_features]
-        finest = min(strides)
-        self.finest = strides.index(finest)
-        self.branches = nn.ModuleList()
-        for name, stride in zip(self.in_features, strides, strict=True):
-            n_up = math.log2(stride / finest)
-            if n_up != int(n_up):
-                raise ConfigError(
-                    f"head 'fpn_seg': stride {stride} of '{name}' is not a power-of-two "
-                    f"multiple of the finest stride {finest}"
-                )
-            in_ch = feature_info[name].channels
-            stages: list[nn.Module] = []
-            for _ in range(max(int(n_up), 1)):
-                stages += [nn.Conv2d(in_ch, channels, 3, padding=1, bias=False),
-                           group_norm(channels), nn.ReLU(inplace=True)]
-                if n_up >= 1:
-                    stages.append(
-                        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
-                    )
-                in_ch = channels
-            self.branches.append(nn.Sequential(*stages))
+        self.branches, self.finest = fpn_branches(feature_info, self.in_features, channels,
+                                                  "fpn_seg")
         self.predictor = nn.Conv2d(channels, num_classes, 1)
         if class_weights is None:
             self.register_buffer("class_weights", None)
@@ -107,16 +82,8 @@ class FPNSegHead(TaskHead):
 
     def forward(self, features: dict[str, Tensor], image_size: tuple[int, int]) -> Tensor:
         """Class logits float[B, num_classes, H, W] at ``image_size``."""
-        feats = select_features(features, self.in_features)
-        size = feats[self.finest].shape[-2:]
-        out = 0.0
-        for branch, x in zip(self.branches, feats, strict=True):
-            y = branch(x)
-            if y.shape[-2:] != size:
-                # Inputs not divisible by the coarsest stride make 2x upsampling overshoot by a
-                # pixel; align every level to the finest one.
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            out = out + y
+        out = fpn_merge(self.branches, self.finest, select_features(features,
+                                                                    self.in_features))
         logits = self.predictor(out)
         return F.interpolate(logits, size=tuple(image_size), mode="bilinear", align_corners=False)
 
