@@ -22,10 +22,12 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+import torchvision
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from torchvision.ops import StochasticDepth
 
+from mtvision.models.backbones.weights import load_pretrained
 from mtvision.models.heads.base import FeatureInfo
 from mtvision.registry import BACKBONES, ConfigError
 
@@ -50,6 +52,19 @@ def check_options(arch: str, frozen_stages: Any, drop_path: Any, checkpointing: 
     if not isinstance(checkpointing, bool):
         raise ConfigError(f"backbone {arch}: checkpointing must be true or false, "
                           f"got {checkpointing!r}")
+
+
+def torchvision_net(arch: str, pretrained: str | None, frozen_stages: Any, drop_path: Any,
+                    checkpointing: Any, has_drop_path: bool = True) -> nn.Module:
+    """The torchvision network ``arch`` with the options checked, ``pretrained`` loaded and
+    (where it has stochastic depth) the drop-path rates set."""
+    check_options(arch, frozen_stages, drop_path, checkpointing, has_drop_path)
+    net = getattr(torchvision.models, arch)(weights=None)
+    if pretrained:
+        load_pretrained(net, arch, pretrained)
+    if has_drop_path:
+        set_drop_path(net, drop_path)
+    return net
 
 
 def register_archs(cls: type[nn.Module], archs: Iterable[str]) -> None:

@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import torchvision
 from torchvision.models.convnext import LayerNorm2d
 
 from mtvision.models.backbones.base import (
     StagedBackbone,
-    check_options,
     register_archs,
-    set_drop_path,
+    torchvision_net,
 )
-from mtvision.models.backbones.weights import load_pretrained
 
 _CHANNELS = {"convnext_tiny": (96, 192, 384, 768), "convnext_small": (96, 192, 384, 768)}
 
@@ -30,11 +27,7 @@ class ConvNeXtBackbone(StagedBackbone):
 
     def __init__(self, arch: str, pretrained: str | None = None, frozen_stages: int = 0,
                  drop_path: float = 0.0, checkpointing: bool = False) -> None:
-        check_options(arch, frozen_stages, drop_path, checkpointing)
-        net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            load_pretrained(net, arch, pretrained)
-        set_drop_path(net, drop_path)
+        net = torchvision_net(arch, pretrained, frozen_stages, drop_path, checkpointing)
         f = net.features  # stem, stage 1, (downsample, stage) x 3
         channels = _CHANNELS[arch]
         super().__init__(

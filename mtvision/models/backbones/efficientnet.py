@@ -3,15 +3,11 @@ Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019)."""
 
 from __future__ import annotations
 
-import torchvision
-
 from mtvision.models.backbones.base import (
     StagedBackbone,
-    check_options,
     register_archs,
-    set_drop_path,
+    torchvision_net,
 )
-from mtvision.models.backbones.weights import load_pretrained
 
 # Where torchvision's ``features`` change resolution: the stem and first MBConv stage
 # (stride 2), then strides 4, 8, 16 and 32 (the last ends with the 1x1 conv to 1280).
@@ -32,11 +28,7 @@ class EfficientNetBackbone(StagedBackbone):
     def __init__(self, arch: str, pretrained: str | None = None, frozen_stages: int = 0,
                  norm_eval: bool = False, drop_path: float = 0.0,
                  checkpointing: bool = False) -> None:
-        check_options(arch, frozen_stages, drop_path, checkpointing)
-        net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            load_pretrained(net, arch, pretrained)
-        set_drop_path(net, drop_path)
+        net = torchvision_net(arch, pretrained, frozen_stages, drop_path, checkpointing)
         f, (a, b, c, d) = net.features, _SPLITS[arch]
         c1, *channels = _CHANNELS[arch]
         super().__init__(

@@ -3,10 +3,7 @@ for MobileNetV3", ICCV 2019)."""
 
 from __future__ import annotations
 
-import torchvision
-
-from mtvision.models.backbones.base import StagedBackbone, check_options, register_archs
-from mtvision.models.backbones.weights import load_pretrained
+from mtvision.models.backbones.base import StagedBackbone, register_archs, torchvision_net
 
 # Where torchvision's ``features`` change resolution: the stem and first block (stride 2),
 # then the blocks of strides 4, 8, 16 and 32 (the last ends with the 1x1 conv to 960).
@@ -26,10 +23,8 @@ class MobileNetV3Backbone(StagedBackbone):
     def __init__(self, arch: str, pretrained: str | None = None, frozen_stages: int = 0,
                  norm_eval: bool = False, drop_path: float = 0.0,
                  checkpointing: bool = False) -> None:
-        check_options(arch, frozen_stages, drop_path, checkpointing, has_drop_path=False)
-        net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            load_pretrained(net, arch, pretrained)
+        net = torchvision_net(arch, pretrained, frozen_stages, drop_path, checkpointing,
+                              has_drop_path=False)
         f, (a, b, c, d) = net.features, _SPLITS[arch]
         c1, *channels = _CHANNELS[arch]
         super().__init__(

@@ -3,11 +3,9 @@ Image Recognition", CVPR 2016)."""
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
-from mtvision.models.backbones.base import StagedBackbone, check_options, register_archs
-from mtvision.models.backbones.weights import load_pretrained
+from mtvision.models.backbones.base import StagedBackbone, register_archs, torchvision_net
 
 _BLOCK_CHANNELS = {"resnet18": 64, "resnet34": 64, "resnet50": 256, "resnet101": 256}
 
@@ -25,10 +23,8 @@ class ResNetBackbone(StagedBackbone):
     def __init__(self, arch: str, pretrained: str | None = None, frozen_stages: int = 0,
                  norm_eval: bool = False, drop_path: float = 0.0,
                  checkpointing: bool = False) -> None:
-        check_options(arch, frozen_stages, drop_path, checkpointing, has_drop_path=False)
-        net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            load_pretrained(net, arch, pretrained)
+        net = torchvision_net(arch, pretrained, frozen_stages, drop_path, checkpointing,
+                              has_drop_path=False)
         c = _BLOCK_CHANNELS[arch]
         super().__init__(
             arch, nn.Sequential(net.conv1, net.bn1, net.relu),

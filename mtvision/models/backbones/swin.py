@@ -3,16 +3,13 @@ Transformer: Hierarchical Vision Transformer using Shifted Windows", ICCV 2021).
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from mtvision.models.backbones.base import (
     StagedBackbone,
-    check_options,
     register_archs,
-    set_drop_path,
+    torchvision_net,
 )
-from mtvision.models.backbones.weights import load_pretrained
 
 _CHANNELS = {"swin_t": (96, 192, 384, 768), "swin_s": (96, 192, 384, 768)}
 
@@ -31,11 +28,7 @@ class SwinBackbone(StagedBackbone):
 
     def __init__(self, arch: str, pretrained: str | None = None, frozen_stages: int = 0,
                  drop_path: float = 0.0, checkpointing: bool = False) -> None:
-        check_options(arch, frozen_stages, drop_path, checkpointing)
-        net = getattr(torchvision.models, arch)(weights=None)
-        if pretrained:
-            load_pretrained(net, arch, pretrained)
-        set_drop_path(net, drop_path)
+        net = torchvision_net(arch, pretrained, frozen_stages, drop_path, checkpointing)
         f = net.features  # patch embedding, stage 1, (patch merging, stage) x 3
         channels = _CHANNELS[arch]
         super().__init__(
