@@ -69,6 +69,12 @@ def mask_to_polygons(mask: np.ndarray, min_points: int = 3) -> list[list[float]]
     return polys
 
 
+def xyxy_to_xywh(box: Any) -> list[float]:
+    """A box ``[x0, y0, x1, y1]`` as COCO's ``[x, y, width, height]``."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
 def mask_to_box(mask: np.ndarray) -> list[float] | None:
     """xyxy pixel-corner box of a mask's foreground, ``None`` when empty."""
     ys, xs = np.nonzero(np.asarray(mask))

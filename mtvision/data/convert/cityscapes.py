@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from mtvision.data.formats.cityscapes import (
@@ -15,12 +14,7 @@ from mtvision.data.formats.cityscapes import (
     read_id_png,
 )
 from mtvision.data.io import DataError, image_size, write_json_atomic, write_png_atomic
-from mtvision.data.polygons import mask_to_segmentation
-
-
-def _box_xywh(box: np.ndarray) -> list[float]:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return [x0, y0, x1 - x0, y1 - y0]
+from mtvision.data.polygons import mask_to_segmentation, xyxy_to_xywh
 
 
 def cityscapes_to_coco(root: str | Path, dst_dir: str | Path, split: str = "train",
@@ -74,7 +68,7 @@ def cityscapes_to_coco(root: str | Path, dst_dir: str | Path, split: str = "trai
             for box, label, mask in zip(boxes, labels, masks, strict=True):
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": image_id,
-                    "category_id": int(label) + 1, "bbox": _box_xywh(box),
+                    "category_id": int(label) + 1, "bbox": xyxy_to_xywh(box),
                     "area": float(mask.sum()), "iscrowd": crowd,
                     "segmentation": mask_to_segmentation(mask, bool(crowd))})
             n_crowd += crowd * len(boxes)

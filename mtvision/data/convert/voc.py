@@ -14,7 +14,7 @@ from mtvision.data.formats.voc import (
     parse_voc_xml,
 )
 from mtvision.data.io import DataError, image_size, read_label_map, write_json_atomic
-from mtvision.data.polygons import mask_to_segmentation
+from mtvision.data.polygons import mask_to_segmentation, xyxy_to_xywh
 
 
 def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | None = None,
@@ -63,10 +63,10 @@ def voc_to_coco(voc_root: str | Path, dst_json: str | Path, image_set: str | Non
         image_id = ds.image_ids[i]
         images.append({"id": image_id, "file_name": img_path.name, "width": w, "height": h})
         for k, obj in enumerate(ann.objects):
-            x0, y0, x1, y1 = obj.box
+            bbox = xyxy_to_xywh(obj.box)
             entry: dict[str, Any] = {
                 "id": len(annotations) + 1, "image_id": image_id, "category_id": obj.label + 1,
-                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
+                "bbox": bbox, "area": bbox[2] * bbox[3],
                 "iscrowd": int(obj.difficult)}
             if masks is not None and masks[k].any():
                 entry["segmentation"] = mask_to_segmentation(masks[k], obj.difficult)
