@@ -148,3 +148,11 @@ def draw_predictions(image: np.ndarray, pred: dict[str, Any],
             text = f"{_name(names, int(cls['label']))} {float(cls['score']):.2f}"
         _label(canvas, text, 2, 2, (32, 32, 32), scale, thickness)
     return canvas
+
+
+def normals_to_rgb(normals: Any) -> np.ndarray:
+    """Unit normals float[H, W, 3] as RGB uint8, the usual (n + 1) / 2 picture of them."""
+    n = _numpy(normals)
+    if n.ndim != 3 or n.shape[2] != 3:
+        raise ValueError(f"normals must be (H, W, 3), got shape {n.shape}")
+    return np.clip((n + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)

@@ -51,7 +51,8 @@ class Result:
     ``boxes`` float32[K, 4] xyxy, ``scores`` float32[K], ``labels`` int64[K], ``class_names``
     list[str] (K); ``semseg`` uint8[H, W] class ids; ``edge`` float32[H, W] in [0, 1];
     ``cls`` ``{"label", "name", "score", "probs"}`` (+ ``"labels"``, ``"names"`` when
-    multi-label); ``orig_size`` (H, W).
+    multi-label); ``depth`` float32[H, W] in the training data's depth unit; ``normals``
+    float32[H, W, 3] unit vectors; ``orig_size`` (H, W).
     """
 
     orig_size: tuple[int, int]
@@ -62,6 +63,8 @@ class Result:
     semseg: np.ndarray | None = None
     edge: np.ndarray | None = None
     cls: dict[str, Any] | None = None
+    depth: np.ndarray | None = None
+    normals: np.ndarray | None = None
     name: str | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     classes: dict[str, list[str]] = field(default_factory=dict, repr=False)
@@ -77,6 +80,10 @@ class Result:
             pred["edge"] = self.edge
         if self.cls is not None:
             pred["cls"] = self.cls
+        if self.depth is not None:
+            pred["depth"] = self.depth
+        if self.normals is not None:
+            pred["normals"] = self.normals
         return pred
 
     def to_json(self) -> dict[str, Any]:
@@ -105,10 +112,16 @@ class Result:
                  "fraction": round(float(c) / self.semseg.size, 4)}
                 for i, c in zip(ids, counts, strict=True)
             ]
+        if self.depth is not None:
+            out["depth_stats"] = {k: round(float(f(self.depth)), 4)
+                            for k, f in (("min", np.min), ("max", np.max), ("mean", np.mean))}
         return out
 
     def plot(self, **kwargs: Any) -> np.ndarray:
-        """The original image with the predictions drawn (see ``draw_predictions``)."""
+        """The original image with the predictions drawn (see ``draw_predictions``).
+
+        Depth and normals are not drawn over the photo; they are saved as their own images.
+        """
         if self.image is None:
             raise ValueError("this Result holds no image to draw on")
         return draw_predictions(self.image, self.prediction(), self.classes, **kwargs)
@@ -155,14 +168,22 @@ def _diff_keys(expected: dict[str, Tensor], got: dict[str, Any], limit: int = 5)
 class Predictor:
     """A checkpoint's model, ready to predict on images of any size.
 
-    ``device``: "auto" (cuda when available), "cpu", "cuda", "cuda:1"... ``score_thresh``
-    overrides the detection head's score threshold (lower it to see weak detections).
+    ``device``: "auto" (cuda when available), "cpu", "cuda", "cuda:1"... ``score_thresh`` and
+    ``iou_thresh`` override the detection head's score threshold and NMS IoU (lower the score
+    threshold to see weak detections). ``image_size`` (H, W) overrides the training input size
+    (a multiple of the backbone's largest stride); ``tasks`` runs a subset of the heads;
+    ``half`` runs in float16 (CUDA only).
     """
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "auto",
-                 score_thresh: float | None = None) -> None:
+                 score_thresh: float | None = None, iou_thresh: float | None = None,
+                 image_size: tuple[int, int] | None = None, tasks: list[str] | None = None,
+                 half: bool = False) -> None:
         self.checkpoint = Path(checkpoint)
         self.device = resolve_device(device)
+        if half and self.device.type != "cuda":
+            raise InferenceError(f"half precision needs a CUDA device, got {self.device}; "
+                                 "drop --half or pass --device cuda")
         state = load_checkpoint(self.checkpoint, map_location="cpu")
         config = state["config"]
         try:
@@ -181,21 +202,47 @@ class Predictor:
             raise InferenceError(f"{self.checkpoint}: weights do not match the model its config "
                                  f"builds ({'; '.join(problems)})")
         model.load_state_dict(state["model"], strict=True)
+        self.max_stride = max(int(f.stride) for f in model.backbone.feature_info.values())
+        if image_size is not None:
+            self.image_size = self._check_size(image_size)
+        if tasks is not None:
+            unknown = [t for t in tasks if t not in model.heads]
+            if unknown or not tasks:
+                raise InferenceError(f"{self.checkpoint}: the model has no head for task(s) "
+                                     f"{', '.join(unknown) or '(none given)'}; its heads are "
+                                     f"{', '.join(model.heads)}")
+        self.tasks = [t for t in model.heads if tasks is None or t in tasks]
+        self.half = half
         self.model = model.to(self.device).eval()
+        if half:
+            self.model.half()
         self.config = config
         self.classes: dict[str, list[str]] = {
             t: list(v) for t, v in (state.get("classes") or {}).items() if v is not None}
         self.score_thresh = score_thresh
-        if score_thresh is not None and "det" in self.model.heads:
-            # The head thresholds before top-k and NMS; setting it there (not only filtering
-            # afterwards) is what lets a lower threshold bring back weaker boxes.
-            head = self.model.heads["det"]
-            if hasattr(head, "score_thresh"):
-                head.score_thresh = float(score_thresh)
+        head = self.model.heads["det"] if "det" in self.model.heads else None
+        # The head thresholds before top-k and NMS; setting it there (not only filtering
+        # afterwards) is what lets a lower threshold bring back weaker boxes.
+        if score_thresh is not None and head is not None and hasattr(head, "score_thresh"):
+            head.score_thresh = float(score_thresh)
+        if iou_thresh is not None and head is not None and hasattr(head, "nms_thresh"):
+            if not 0.0 < iou_thresh <= 1.0:
+                raise InferenceError(f"the NMS IoU threshold must be in (0, 1], got {iou_thresh}")
+            head.nms_thresh = float(iou_thresh)
+
+    def _check_size(self, size: tuple[int, int] | list[int] | int) -> tuple[int, int]:
+        h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+        s = self.max_stride
+        if h <= 0 or w <= 0 or h % s or w % s:
+            raise InferenceError(f"input size {h}x{w} must be positive multiples of the "
+                                 f"backbone's stride {s} (e.g. {max(s, round(h / s) * s)}x"
+                                 f"{max(s, round(w / s) * s)})")
+        return h, w
 
     @property
     def task_names(self) -> list[str]:
-        return self.model.task_names
+        """The tasks this predictor runs (the model's, or the subset asked for)."""
+        return list(self.tasks)
 
     def preprocess(self, images: list[np.ndarray]) -> tuple[Tensor, list[Letterbox]]:
         """Letterbox and normalise RGB uint8 images into one batch on the device."""
@@ -205,11 +252,12 @@ class Predictor:
             _, resized, _ = letterbox_params(image.shape[:2], self.image_size)
             tensors.append(image_to_tensor(padded))
             boxes.append(Letterbox((image.shape[0], image.shape[1]), scale, resized, pad))
-        return torch.stack(tensors).to(self.device, non_blocking=True), boxes
+        batch = torch.stack(tensors).to(self.device, non_blocking=True)
+        return (batch.half() if self.half else batch), boxes
 
     def infer(self, batch: Tensor) -> dict[str, list]:
         """Raw per-task predictions in model-input pixels (the model's own post-processing)."""
-        preds = self.model.predict(batch)
+        preds = self.model.predict(batch, self.tasks)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # so that timings cover the GPU work
         return preds
@@ -235,6 +283,16 @@ class Predictor:
                 result.edge = np.clip(unletterbox(edge, lb.orig_size, self.image_size), 0.0, 1.0)
             if "cls" in preds:
                 result.cls = self._cls(preds["cls"][i])
+            if "depth" in preds:
+                depth = _numpy(preds["depth"][i]).astype(np.float32)
+                result.depth = unletterbox(depth, lb.orig_size, self.image_size)
+            if "normals" in preds:
+                normals = _numpy(preds["normals"][i]).astype(np.float32).transpose(1, 2, 0)
+                normals = unletterbox(np.ascontiguousarray(normals), lb.orig_size,
+                                      self.image_size)
+                # Interpolation shortens the vectors between differing normals.
+                norm = np.linalg.norm(normals, axis=2, keepdims=True)
+                result.normals = normals / np.maximum(norm, 1e-6)
             results.append(result)
         return results
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from mtvision.inference import InferenceError, open_source, run_inference
 
@@ -128,3 +129,120 @@ def test_errors_exit_2_with_one_line(tmp_path, checkpoint, images_dir, capsys):
     not_ckpt.write_text("hello")
     assert str(not_ckpt) in _fails([str(not_ckpt), str(images_dir), "--out", str(tmp_path)],
                                    capsys)
+
+
+def test_image_list_with_coco_json_and_options(tmp_path, checkpoint, images_dir, capsys):
+    from pycocotools.coco import COCO
+
+    listing = tmp_path / "images.txt"
+    listing.write_text("\n".join(str(p) for p in sorted(images_dir.glob("*.jpg"))) + "\n")
+    out = tmp_path / "out"
+    rc = main([str(checkpoint), str(listing), "--out", str(out), "--device", "cpu",
+               "--conf", "0.01", "--iou", "0.5", "--imgsz", "96", "128", "--save-json",
+               "--tasks", "det,seg"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_size"] == [96, 128] and summary["tasks"] == ["det", "seg"]
+    records = _records(out)
+    assert all("cls" not in r and "edge" not in r for r in records)
+    assert not list(out.glob("*_edge.png"))
+    results = json.loads((out / "predictions_coco.json").read_text())
+    assert summary["coco_image_ids"] == {"000000128372": 128372, "000000343934": 343934}
+    assert [c["name"] for c in summary["coco_categories"]] == ["car", "person", "dog"]
+    assert len(results) == sum(len(r["detections"]) for r in records) > 0
+    # pycocotools, the format's reference reader, accepts the file against matching images.
+    sizes = {128372: (107, 160), 343934: (120, 160)}
+    gt = COCO()
+    gt.dataset = {"images": [{"id": i, "height": h, "width": w} for i, (h, w) in sizes.items()],
+                  "annotations": [], "categories": [{"id": k} for k in (1, 2, 3)]}
+    gt.createIndex()
+    dt = gt.loadRes(str(out / "predictions_coco.json"))
+    for ann in dt.dataset["annotations"]:
+        h, w = sizes[ann["image_id"]]
+        x, y, bw, bh = ann["bbox"]
+        assert 0 <= x and 0 <= y and x + bw <= w + 1e-3 and y + bh <= h + 1e-3
+        assert ann["category_id"] in (1, 2, 3)
+    # The COCO boxes are the JSONL boxes in xywh.
+    first = [r for r in records if r["detections"]][0]
+    image_id = summary["coco_image_ids"][first["name"]]
+    box = first["detections"][0]["box"]
+    match = [a for a in results if a["image_id"] == image_id][0]["bbox"]
+    assert match == pytest.approx([box[0], box[1], box[2] - box[0], box[3] - box[1]], abs=0.01)
+
+
+def test_video_stride_maps_and_corrupt_frame(tmp_path, checkpoint, clip_path):
+    data = bytearray(clip_path.read_bytes())
+    offset = int(len(data) * 0.7)
+    data[offset:offset + 400] = np.random.default_rng(0).integers(0, 256, 400, np.uint8).tobytes()
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_inference(checkpoint, bad, out, device="cpu", batch=2, vid_stride=1,
+                                score_thresh=0.01, progress=False)
+    assert any("could not be decoded" in str(w.message) for w in caught)
+    assert summary["num_skipped"] >= 1
+    assert summary["num_processed"] + summary["num_skipped"] == 10
+    records = _records(out)
+    assert len(records) == summary["num_processed"]
+    assert len(list(open_source(summary["video"]))) == summary["num_processed"]
+    for r in records:  # the maps of every frame, at the source's size
+        for key in ("seg", "edge"):
+            m = cv2.imread(str(out / r[key]), cv2.IMREAD_UNCHANGED)
+            assert m.shape == (108, 192), (key, r[key])
+        assert r[key].startswith("damaged_maps/")
+
+    strided = run_inference(checkpoint, clip_path, tmp_path / "s", device="cpu",
+                            vid_stride=3, save_media=True, progress=False)
+    video = open_source(strided["video"])
+    assert len(list(video)) == 4 and video.fps == pytest.approx(12.5 / 3, rel=1e-3)
+    assert [r["frame"] for r in _records(tmp_path / "s")] == [0, 3, 6, 9]
+    assert _records(tmp_path / "s")[1]["time_s"] == pytest.approx(3 / 12.5)
+
+
+def test_stream_source_through_the_tool(tmp_path, checkpoint, clip_path, monkeypatch):
+    real = cv2.VideoCapture
+    monkeypatch.setattr(cv2, "VideoCapture",
+                        lambda target: real(str(clip_path)) if target == 0 else real(target))
+    summary = run_inference(checkpoint, "0", tmp_path / "cam", device="cpu", max_frames=5,
+                            progress=False)
+    assert summary["kind"] == "stream" and summary["num_processed"] == 5
+    video = Path(summary["video"])
+    assert video.stem == "webcam0"
+    assert open_source(video).frame_size == (192, 108)
+    assert [r["frame"] for r in _records(tmp_path / "cam")] == [0, 1, 2, 3, 4]
+
+
+def test_depth_and_normals_maps(tmp_path, checkpoint_factory, tiny_config, images_dir):
+    tiny_config["model"]["heads"] = {"seg": {"name": "fpn_seg", "num_classes": 4},
+                                     "depth": {"name": "fpn_depth"},
+                                     "normals": {"name": "fpn_normals"}}
+    ckpt = checkpoint_factory(tmp_path / "geo.pt", config=tiny_config)
+    out = tmp_path / "out"
+    summary = run_inference(ckpt, images_dir / "000000343934.jpg", out, device="cpu",
+                            progress=False)
+    record = _records(out)[0]
+    depth = cv2.imread(str(out / record["depth"]), cv2.IMREAD_UNCHANGED)
+    normals = cv2.imread(str(out / record["normals"]), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.shape == (120, 160)
+    assert normals.dtype == np.uint8 and normals.shape == (120, 160, 3)
+    scale = summary["depth_png_scale"]
+    assert depth.mean() / scale == pytest.approx(record["depth_stats"]["mean"], rel=1e-2, abs=1e-3)
+    # (n + 1) / 2 * 255 back to unit vectors (BGR on disk).
+    n = normals[:, :, ::-1].astype(np.float32) / 127.5 - 1.0
+    assert np.linalg.norm(n, axis=2).mean() == pytest.approx(1.0, abs=0.02)
+
+
+def test_option_errors(tmp_path, checkpoint, images_dir, capsys):
+    base = [str(checkpoint), str(images_dir), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert "multiples of the backbone's stride 32" in _fails(base + ["--imgsz", "100"], capsys)
+    assert "no head for task(s) depth" in _fails(base + ["--tasks", "det,depth"], capsys)
+    if not torch.cuda.is_available():
+        assert "needs a CUDA device" in _fails(base + ["--half"], capsys)
+    from mtvision.inference import display_problem
+
+    if display_problem() is not None:
+        err = _fails(base + ["--show"], capsys)
+        assert err.startswith("error: --show: ") and ("GUI" in err or "display" in err)
+    assert not (tmp_path / "o").exists()  # option errors are found before any output

@@ -182,3 +182,88 @@ def test_draw_predictions_layers(class_names):
     assert (out[3, 3] != 100).any()  # the image class label in the corner
     with pytest.raises(ValueError, match="shape"):
         draw_predictions(image, {"seg": seg[:10]}, class_names)
+
+
+def test_depth_and_normals_in_original_pixels(tmp_path, checkpoint_factory, tiny_config):
+    import cv2
+
+    tiny_config["model"]["heads"] = {"depth": {"name": "fpn_depth"},
+                                     "normals": {"name": "fpn_normals"}}
+    predictor = Predictor(checkpoint_factory(tmp_path / "geo.pt", config=tiny_config),
+                          device="cpu")
+    h, w = 40, 100
+    image = _image(h, w, seed=3)
+    r = predictor.predict(image)
+    assert r.boxes is None and r.semseg is None
+    # Reference: the model on the letterboxed input, cropped and resized back by hand.
+    scale, (nh, nw), (left, top) = letterbox_params((h, w), (64, 64))
+    batch, _ = predictor.preprocess([image])
+    with torch.no_grad():
+        out = predictor.model(batch)
+    depth = out["depth"][0, 0, top:top + nh, left:left + nw].numpy()
+    np.testing.assert_allclose(r.depth, cv2.resize(depth, (w, h)), rtol=1e-5, atol=1e-5)
+    normals = out["normals"][0, :, top:top + nh, left:left + nw].permute(1, 2, 0).numpy()
+    normals = cv2.resize(np.ascontiguousarray(normals), (w, h))
+    normals /= np.linalg.norm(normals, axis=2, keepdims=True)
+    assert r.normals.shape == (h, w, 3)
+    np.testing.assert_allclose(r.normals, normals, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(r.normals, axis=2), 1.0, atol=1e-5)
+    info = r.to_json()["depth_stats"]
+    assert info == {"min": pytest.approx(float(r.depth.min()), abs=1e-4),
+                    "max": pytest.approx(float(r.depth.max()), abs=1e-4),
+                    "mean": pytest.approx(float(r.depth.mean()), abs=1e-4)}
+
+
+def test_task_subset(checkpoint, predictor):
+    image = _image(48, 80, seed=5)
+    only = Predictor(checkpoint, device="cpu", tasks=["seg", "cls"])
+    assert only.task_names == ["seg", "cls"]
+    r, full = only.predict(image), predictor.predict(image)
+    assert r.boxes is None and r.edge is None
+    np.testing.assert_array_equal(r.semseg, full.semseg)
+    np.testing.assert_allclose(r.cls["probs"], full.cls["probs"], atol=1e-6)
+    with pytest.raises(InferenceError, match="no head for task.*depth.*heads are det, seg"):
+        Predictor(checkpoint, device="cpu", tasks=["seg", "depth"])
+
+
+def test_input_size_override(checkpoint):
+    p = Predictor(checkpoint, device="cpu", image_size=(96, 128), score_thresh=0.01)
+    assert p.image_size == (96, 128) and p.max_stride == 32
+    batch, _ = p.preprocess([_image(30, 70)])
+    assert tuple(batch.shape) == (1, 3, 96, 128)
+    r = p.predict(_image(30, 70))
+    assert r.semseg.shape == (30, 70)
+    assert (r.boxes[:, [0, 2]] <= 70).all() and (r.boxes[:, [1, 3]] <= 30).all()
+    with pytest.raises(InferenceError, match=r"100x64 must be positive multiples of the "
+                                             r"backbone's stride 32 \(e\.g\. 96x64\)"):
+        Predictor(checkpoint, device="cpu", image_size=(100, 64))
+
+
+def test_iou_threshold_is_the_nms_one(checkpoint):
+    from torchvision.ops import box_iou
+
+    image = _image(64, 64, seed=1)
+    loose = Predictor(checkpoint, device="cpu", score_thresh=0.01, iou_thresh=0.9).predict(image)
+    tight = Predictor(checkpoint, device="cpu", score_thresh=0.01, iou_thresh=0.2).predict(image)
+    assert len(tight.boxes) < len(loose.boxes)
+    for k in np.unique(tight.labels):
+        boxes = torch.from_numpy(tight.boxes[tight.labels == k])
+        iou = box_iou(boxes, boxes).fill_diagonal_(0)
+        assert iou.numel() == 1 or float(iou.max()) <= 0.2 + 1e-3
+    with pytest.raises(InferenceError, match="IoU threshold"):
+        Predictor(checkpoint, device="cpu", iou_thresh=0.0)
+
+
+def test_half_needs_cuda(checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(InferenceError, match="half precision needs a CUDA device"):
+        Predictor(checkpoint, device="cpu", half=True)
+
+
+def test_package_level_predictor(checkpoint, images_dir):
+    import mtvision
+
+    assert mtvision.Predictor is Predictor
+    r = mtvision.Predictor(checkpoint, device="cpu").predict(images_dir / "000000128372.jpg")
+    assert r.orig_size == (107, 160) and r.name == "000000128372"

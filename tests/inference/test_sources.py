@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mtvision.inference import InferenceError, open_source
+from mtvision.inference import InferenceError, StreamSource, open_source
 
 
 def test_single_image_is_rgb(images_dir):
@@ -100,3 +100,112 @@ def test_empty_folder_and_unknown_type(tmp_path):
     odd.write_text("?")
     with pytest.raises(InferenceError, match="unsupported file type"):
         open_source(odd)
+
+
+def test_image_list_file(tmp_path, images_dir):
+    (tmp_path / "sub").mkdir()
+    shutil.copy(images_dir / "000000128372.jpg", tmp_path / "sub" / "a.jpg")
+    listing = tmp_path / "list.txt"
+    absolute = images_dir / "000000343934.jpg"
+    listing.write_text(f"# my images\nsub/a.jpg\n\n  {absolute}  \n")
+    src = open_source(listing)
+    assert not src.is_video and src.total == 2
+    frames = list(src)
+    assert [f.path for f in frames] == [tmp_path / "sub" / "a.jpg", absolute]
+    assert [f.name for f in frames] == ["a", "000000343934"]
+
+
+def test_image_list_errors_name_the_line(tmp_path):
+    listing = tmp_path / "list.txt"
+    listing.write_text("# header\nmissing.jpg\n")
+    with pytest.raises(InferenceError, match=r"list.txt line 2: image not found: missing.jpg"):
+        open_source(listing)
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    listing.write_text("clip.mp4\n")
+    with pytest.raises(InferenceError, match="line 1: not an image file"):
+        open_source(listing)
+    listing.write_text("# nothing\n\n")
+    with pytest.raises(InferenceError, match="names no image"):
+        open_source(listing)
+
+
+def test_stream_code_path_on_a_local_file(clip_path):
+    # A local file read through the live-source code path stands in for a camera or network.
+    src = StreamSource(str(clip_path), vid_stride=3)
+    assert src.is_video and src.live and src.total is None  # live sources have no count
+    assert src.fps == pytest.approx(12.5) and src.frame_size == (192, 108)
+    frames = list(src)
+    assert [f.index for f in frames] == [0, 3, 6, 9]
+    assert src.num_skipped == 0
+    reference = []
+    cap = cv2.VideoCapture(str(clip_path))
+    while (item := cap.read())[0]:
+        reference.append(item[1][:, :, ::-1])
+    for f in frames:
+        np.testing.assert_array_equal(f.image, reference[f.index])
+
+
+def test_urls_and_webcam_indices_open_as_streams(monkeypatch, clip_path):
+    opened = []
+    real = cv2.VideoCapture
+
+    def fake_capture(target):
+        opened.append(target)
+        return real(str(clip_path))
+
+    monkeypatch.setattr(cv2, "VideoCapture", fake_capture)
+    src = open_source("rtsp://user:pw@camera.local:554/live/ch1?tcp")
+    assert isinstance(src, StreamSource) and src.stem == "ch1"
+    assert len(list(src)) == 10
+    cam = open_source("0")
+    assert isinstance(cam, StreamSource) and cam.stem == "webcam0" and cam.target == 0
+    assert open_source("http://camera.example:8080").stem == "camera.example_8080"
+    assert open_source("https://camera.example/hls/live.m3u8").stem == "live"
+    assert opened[0] == "rtsp://user:pw@camera.local:554/live/ch1?tcp" and 0 in opened
+
+
+def test_unopenable_webcam_is_a_clear_error(monkeypatch):
+    class Closed:
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return False
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", lambda target: Closed())
+    with pytest.raises(InferenceError, match="cannot open webcam 3"):
+        open_source(3)
+    with pytest.raises(InferenceError, match="cannot open stream rtsp://nowhere/x"):
+        open_source("rtsp://nowhere/x")
+
+
+def _corrupt_copy(clip_path, tmp_path, fraction: float):
+    """The clip with 400 random bytes written over the middle of its data."""
+    data = bytearray(clip_path.read_bytes())
+    offset = int(len(data) * fraction)
+    data[offset:offset + 400] = np.random.default_rng(0).integers(0, 256, 400, np.uint8).tobytes()
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+def test_corrupt_frame_mid_video_is_skipped_and_counted(tmp_path, clip_path):
+    bad = _corrupt_copy(clip_path, tmp_path, 0.7)
+    src = open_source(bad)
+    assert src.total == 10
+    with pytest.warns(UserWarning, match=r"corrupt.mp4: frames? \d.* could not be decoded"):
+        frames = list(src)
+    indices = [f.index for f in frames]
+    assert src.num_skipped >= 1
+    assert len(frames) + src.num_skipped == 10  # every frame is either yielded or counted
+    assert indices == sorted(set(indices)) and indices[0] == 0
+    # The skipped frame leaves a gap: the frames after it keep their true positions.
+    assert max(indices) == 9 and len(indices) < 10
+
+
+def test_vid_stride_on_video(clip_path):
+    src = open_source(clip_path, vid_stride=4)
+    assert src.total == 3
+    assert [f.index for f in src] == [0, 4, 8]
+    with pytest.raises(ValueError, match="vid_stride"):
+        open_source(clip_path, vid_stride=0)
