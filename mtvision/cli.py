@@ -24,6 +24,7 @@ def run_cli(fn: Callable[[], object]) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except known_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = " ".join(str(e).split())  # one line, whatever the message held
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0

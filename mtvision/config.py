@@ -132,6 +132,12 @@ SCHEMA: dict[str, Any] = {
         "log_interval": Field(INT, 20, minimum=1),
         "eval_interval": Field(INT, 1, minimum=1),
         "checkpoint_interval": Field(INT, 1, minimum=1),
+        # Also write last.pt every this many iterations (a killed run loses at most these).
+        "checkpoint_iters": Field(INT, None, nullable=True, minimum=1),
+        # Micro-batches of data.batch_size accumulated into one optimizer step.
+        "accumulate": Field(INT, 1, minimum=1),
+        # Under torchrun on GPUs: BatchNorm statistics over the global batch.
+        "sync_bn": Field(BOOL, False),
         # "mean" (of the tasks' headline metrics) or "task.metric", e.g. "seg.mIoU".
         "best_metric": Field(STR, "mean"),
         # Stop with an error after this many steps in a row skipped for non-finite values.
@@ -183,7 +189,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = _yaml_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8; a "
+                          "checkpoint or image given as the config?)") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from None
+    try:
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -57,11 +57,14 @@ class Balancer(nn.Module, ABC):
         shared_params: Sequence[Tensor] = (),
         features: dict[str, Tensor] | None = None,
         scale: Callable[[Tensor], Tensor] = lambda t: t,
+        micro: tuple[int, int] = (0, 1),
     ) -> dict[str, Tensor]:
         """Back-propagate the weighted sum of ``losses``; return the weights used (0-dim
         tensors: reading them is a device sync, left to whoever logs them).
 
-        ``scale`` is the AMP loss scaler's ``scale`` (identity without AMP).
+        ``scale`` is the AMP loss scaler's ``scale`` (identity without AMP). ``micro`` (i, k)
+        says which of k accumulated micro-batches this is: the total is divided by k, and each
+        micro-batch is weighted on its own loss values.
         """
         w = self.weights(losses)
         tasks = list(losses)
@@ -70,5 +73,5 @@ class Balancer(nn.Module, ABC):
                                .reshape(()) for t in tasks])
         # One fused launch on the GPU instead of a multiply and an add per task.
         total = combine_losses(stacked, weights)
-        scale(total).backward()
+        scale(total / micro[1] if micro[1] > 1 else total).backward()
         return {t: weights[i] for i, t in enumerate(tasks)}

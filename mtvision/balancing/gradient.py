@@ -22,6 +22,12 @@ from kernels import gram as gram_matrix
 from kernels import weighted_rows
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.task_gradients import FeatureCut, TaskGradients
+from mtvision.engine.distributed import (
+    all_reduce_mean_,
+    all_reduce_sum_,
+    is_distributed,
+    world_size,
+)
 from mtvision.registry import ConfigError
 
 MODES = ("param", "feature")
@@ -49,6 +55,7 @@ class GradientBalancer(Balancer):
         self.grads = TaskGradients()
         # Which of self.tasks the rows of this step's G belong to (a batch may label fewer).
         self._step_rows: list[int] | None = None
+        self._k = 1  # micro-batches accumulated into this step
 
     def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
         """Task-specific parameters see each task's own loss unweighted."""
@@ -108,27 +115,39 @@ class GradientBalancer(Balancer):
         shared_params: Sequence[Tensor] = (),
         features: FeatureCut | None = None,
         scale: Callable[[Tensor], Tensor] = lambda t: t,
+        micro: tuple[int, int] = (0, 1),
     ) -> dict[str, Tensor]:
         """Per-task gradients into the rows of G, the method's update into the shared
         parameters' ``.grad`` (``param``) or back through the backbone (``feature``).
 
         With AMP's loss scale s the rows hold s * g_i: the Gram matrix is divided by s^2 so the
         method sees true gradients, and the update stays scaled for ``GradScaler.unscale_``.
-        Returns the task weights (0-dim tensors; 1 for a method without weights).
+        ``micro`` = (i, k): micro-batch i of k accumulated into one step (mode ``param``):
+        the rows add up the k calls' gradients / k and the method combines them in the last.
+        Under torchrun the rows (``param``) or the Gram matrix (``feature``) are reduced over
+        the ranks first. Returns the task weights (0-dim tensors; 1 for a method without
+        weights or before the last micro-batch).
         """
         self.check_tasks(losses)
         tasks = list(losses)
-        self._step_rows = [self.tasks.index(t) for t in tasks]
+        i, k = micro
+        if k > 1 and self.mode != "param":
+            raise ConfigError(f"balancer '{type(self).__name__}' in mode {self.mode!r} cannot "
+                              "accumulate gradients (its update is back-propagated through "
+                              "each batch's graph): use mode 'param' or train.accumulate 1")
+        self._step_rows, self._k = [self.tasks.index(t) for t in tasks], k
         try:
-            return self._backward(losses, tasks, shared_params, features, scale)
+            return self._backward(losses, tasks, shared_params, features, scale,
+                                  first=i == 0, last=i == k - 1)
         finally:
-            self._step_rows = None
+            self._step_rows, self._k = None, 1
 
     def _backward(self, losses: dict[str, Tensor], tasks: list[str],
                   shared_params: Sequence[Tensor], features: FeatureCut | None,
-                  scale: Callable[[Tensor], Tensor]) -> dict[str, Tensor]:
+                  scale: Callable[[Tensor], Tensor], first: bool = True,
+                  last: bool = True) -> dict[str, Tensor]:
         L = torch.stack([losses[t].detach().float().reshape(()) for t in tasks])
-        scaled = [scale(losses[t]) for t in tasks]
+        scaled = [scale(losses[t] / self._k if self._k > 1 else losses[t]) for t in tasks]
         s = scale(torch.ones((), device=L.device)).float()
         if self.mode == "param":
             targets = [p for p in shared_params if p.requires_grad]
@@ -139,8 +158,18 @@ class GradientBalancer(Balancer):
             if not isinstance(features, FeatureCut):
                 raise TypeError("mode 'feature' needs the step's FeatureCut (see Trainer)")
             targets = features.leaves
-        G = self.grads.collect(scaled, targets)
+        G = self.grads.collect(scaled, targets, zero=first)
+        if not last:
+            return {t: torch.ones((), device=L.device) for t in tasks}
+        if self.mode == "param":
+            # Rows are gradients of the shared parameters: their mean over the ranks is the
+            # global batch's, one collective on the whole T x P buffer.
+            all_reduce_mean_(G)
         gram = gram_matrix(G) / (s * s) if self.needs_gram else None
+        if gram is not None and self.mode == "feature" and is_distributed():
+            # Rows are per-sample feature gradients, disjoint across ranks: the global rows are
+            # the ranks' rows / W side by side, so G G^T is the sum of the ranks' over W^2.
+            gram = all_reduce_sum_(gram) / world_size() ** 2
         self.stats = {"gram": gram} if gram is not None else {}
         out = self.grads.out(targets, bind=self.mode == "param")
 

@@ -61,12 +61,15 @@ class TaskGradients:
     def _numel(tensors: Sequence[Tensor]) -> int:
         return sum(t.numel() for t in tensors)
 
-    def _rows(self, T: int, like: Tensor, P: int) -> Tensor:
+    def _rows(self, T: int, like: Tensor, P: int, zero: bool = True) -> Tensor:
         if (self.rows is None or self.rows.shape[0] < T or self.rows.shape[1] != P
                 or self.rows.dtype != like.dtype or self.rows.device != like.device):
+            if not zero:
+                raise ValueError("cannot add to task gradients of another shape or task count")
             self.rows = torch.empty((T, P), dtype=like.dtype, device=like.device)
         G = self.rows[:T]
-        G.zero_()
+        if zero:
+            G.zero_()
         return G
 
     def out(self, tensors: Sequence[Tensor], bind: bool) -> Tensor:
@@ -80,13 +83,15 @@ class TaskGradients:
             _bind(tensors, self.flat)
         return self.flat
 
-    def collect(self, losses: Sequence[Tensor], tensors: Sequence[Tensor]) -> Tensor:
+    def collect(self, losses: Sequence[Tensor], tensors: Sequence[Tensor],
+                zero: bool = True) -> Tensor:
         """Row i = d losses[i] / d tensors (flattened in order): [T, P], a view of the buffer.
 
         ``tensors`` are leaves (shared parameters, or a ``FeatureCut``'s leaves). Every other
         leaf in a task's graph (its head's parameters) accumulates its ``.grad`` as usual.
+        ``zero=False`` adds to the rows of the last call (gradient accumulation).
         """
-        G = self._rows(len(losses), tensors[0], self._numel(tensors))
+        G = self._rows(len(losses), tensors[0], self._numel(tensors), zero)
         last = len(losses) - 1
         for i, loss in enumerate(losses):
             _bind(tensors, G[i])

@@ -59,13 +59,15 @@ class UncertaintyWeighting(Balancer):
         shared_params: Sequence[Tensor] = (),
         features: dict[str, Tensor] | None = None,
         scale: Callable[[Tensor], Tensor] = lambda t: t,
+        micro: tuple[int, int] = (0, 1),
     ) -> dict[str, Tensor]:
-        """Back-propagate the uncertainty-weighted total into the model and ``log_vars``."""
+        """Back-propagate the uncertainty-weighted total (divided by the number of
+        accumulated micro-batches) into the model and ``log_vars``."""
         idx = self._present(losses)
         tasks = [self.tasks[i] for i in idx]
         stacked = torch.stack([losses[t].float().reshape(()) for t in tasks])
         s = self._log_vars_of(idx)
         total = combine_losses(stacked, log_vars=s)
-        scale(total).backward()
+        scale(total / micro[1] if micro[1] > 1 else total).backward()
         w = 0.5 * torch.exp(-s.detach())
         return {t: w[k] for k, t in enumerate(tasks)}

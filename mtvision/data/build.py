@@ -170,16 +170,52 @@ class EpochSampler(Sampler[int]):
         return self.n - self.start
 
 
+class ShardSampler(Sampler[int]):
+    """Rank ``rank``'s share of a sampler's order, for distributed training and evaluation.
+
+    Training (``batch_size`` given): global batch k is positions ``[k W b, (k + 1) W b)`` of the
+    base order and rank r takes ``[k W b + r b, k W b + (r + 1) b)``, so the W ranks together
+    see exactly the batches one process with batch W b would (incomplete global batches are
+    dropped). Evaluation (``batch_size=None``): every W-th position from ``rank``, nothing
+    repeated or padded, so merged metrics equal one process's. ``set_epoch(epoch, start)``
+    forwards to the base sampler; ``start`` counts positions of the global order.
+    """
+
+    def __init__(self, base: EpochSampler | MixedSampler, rank: int, world: int,
+                 batch_size: int | None = None) -> None:
+        self.base, self.rank, self.world, self.batch_size = base, rank, world, batch_size
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.base.set_epoch(epoch, start)
+
+    def __iter__(self) -> Iterator[int]:
+        order = list(self.base)
+        if self.batch_size is None:
+            return iter(order[self.rank::self.world])
+        b, gb = self.batch_size, self.batch_size * self.world
+        return iter(i for k in range(len(order) // gb)
+                    for i in order[k * gb + self.rank * b:k * gb + (self.rank + 1) * b])
+
+    def __len__(self) -> int:
+        n = len(self.base)
+        if self.batch_size is None:
+            return len(range(self.rank, n, self.world))
+        return n // (self.batch_size * self.world) * self.batch_size
+
+
 def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
-                 seed: int = 0) -> DataLoader:
+                 seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
     """A loader whose sampler is fixed by (seed, epoch) and can start mid-epoch.
 
-    A training ``MixedDataset`` with ratios is drawn by ``MixedSampler``."""
-    sampler: EpochSampler | MixedSampler
+    A training ``MixedDataset`` with ratios is drawn by ``MixedSampler``. With ``world`` > 1
+    the loader yields rank ``rank``'s share (``ShardSampler``); ``batch_size`` is per rank."""
+    sampler: EpochSampler | MixedSampler | ShardSampler
     if train and isinstance(ds, MixedDataset) and ds.ratios is not None:
         sampler = MixedSampler(ds.sizes, ds.ratios, seed)
     else:
         sampler = EpochSampler(len(ds), seed, shuffle=train)
+    if world > 1:
+        sampler = ShardSampler(sampler, rank, world, batch_size if train else None)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate, drop_last=train,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,46 @@ def read_raw(path: str | os.PathLike[str], what: str) -> np.ndarray:
         raise DataError(f"cannot read {what} '{p}': {e.strerror or e}") from None
     if buf.size == 0:
         raise DataError(f"cannot read {what} '{p}': file is empty")
+    if buf[:2].tobytes() == b"\xff\xd8" and _jpeg_truncated(buf.tobytes()):
+        # Some OpenCV versions decode a truncated JPEG with the missing rows grey, silently.
+        raise DataError(f"cannot read {what} '{p}': truncated JPEG (the data ends before the "
+                        "end-of-image marker)")
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DataError(f"cannot read {what} '{p}': not a decodable image (corrupt or unsupported)")
     return img
+
+
+# In entropy-coded data a 0xFF byte is followed by 0x00 (stuffing) or a restart marker; any
+# other byte after it is the next marker.
+_JPEG_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """Whether a JPEG's data ends before its end-of-image marker. The segments are walked by
+    their lengths (so thumbnails inside APP segments and data appended after the image do not
+    count); scans are skipped up to their next marker."""
+    pos, n = 2, len(data)
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return False  # not a structure we understand: let the decoder judge
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+        elif marker == 0xD9:  # end of image
+            return False
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            if pos + 4 > n:
+                return True
+            pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+            if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+                m = _JPEG_NEXT_MARKER.search(data, pos)
+                if m is None:
+                    return True
+                pos = m.start()
+    return True
 
 
 def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -52,7 +89,8 @@ def _to_uint8(img: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as an ``H x W x 3`` uint8 RGB array (grey, RGBA and 16-bit converted)."""
+    """Read an image as an ``H x W x 3`` uint8 RGB array: grey is repeated, alpha dropped,
+    palettes give their colours, 16-bit values are scaled (``v / 257`` rounded)."""
     img = read_raw(path, "image")
     img = _to_uint8(img, Path(path), "image")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -69,11 +107,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a single-channel label map as an ``H x W`` uint8 array.
 
-    A 16-bit map is accepted when its values fit in 0..255. A 3-channel file is accepted only
-    when its channels are equal: OpenCV expands palette PNGs to colour, which would silently
-    turn class ids into colours.
+    A palette PNG gives its palette indices (the class ids, as in VOC masks), not colours. A
+    16-bit map is accepted when its values fit in 0..255. A 3- or 4-channel file is accepted
+    only when its colour channels are equal (a grey image saved as colour, alpha ignored);
+    anything else is a ``DataError``, since colours are not class ids.
     """
     p = Path(path)
+    m = _palette_indices(p, "mask")
+    if m is not None:
+        return m
     m = read_raw(p, "mask")
     if m.ndim == 3:
         if m.shape[2] == 1 or (m.shape[2] in (3, 4) and (m[..., :3] == m[..., :1]).all()):
@@ -81,7 +123,7 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             raise DataError(
                 f"cannot read mask '{p}': it has {m.shape[2]} different channels "
-                "(colour or palette image?); expected single-channel class ids"
+                "(a colour image?); expected single-channel class ids or a palette PNG"
             )
     if m.dtype == np.uint16:
         if m.size and int(m.max()) > 255:
@@ -92,22 +134,35 @@ def read_mask(path: str | os.PathLike[str]) -> np.ndarray:
     return m
 
 
-def read_label_map(path: str | os.PathLike[str], what: str = "label map") -> np.ndarray:
-    """Class or instance ids as stored: palette PNGs give their indices (OpenCV would expand
-    them to colours, even with IMREAD_UNCHANGED, so Pillow reads those), other files their
-    8- or 16-bit single-channel values (e.g. Cityscapes instanceIds, VOC masks)."""
-    from PIL import Image, UnidentifiedImageError
+def _palette_indices(p: Path, what: str) -> np.ndarray | None:
+    """The indices of a palette image (uint8), or None when ``p`` is not one (or cannot be
+    opened: ``read_raw`` then reports why).
 
-    p = Path(path)
+    OpenCV expands palettes to colours, even with IMREAD_UNCHANGED, so Pillow reads these.
+    """
+    from PIL import Image
+
     try:
-        with Image.open(p) as im:
-            if im.mode == "P":
-                im.load()  # decode now, so a truncated file fails here, naming it
-                return np.array(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"cannot read {what} '{p}': file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read {what} '{p}': not a decodable image ({e})") from None
+        im = Image.open(p)
+    except (OSError, ValueError, SyntaxError):  # missing, empty, not an image...
+        return None
+    with im:
+        if im.mode != "P":
+            return None
+        try:
+            im.load()  # decode now, so a truncated file fails here, naming it
+        except (OSError, ValueError, SyntaxError) as e:
+            raise DataError(f"cannot read {what} '{p}': not a decodable image ({e})") from None
+        return np.array(im, dtype=np.uint8)
+
+
+def read_label_map(path: str | os.PathLike[str], what: str = "label map") -> np.ndarray:
+    """Class or instance ids as stored: palette PNGs give their indices, other files their
+    8- or 16-bit single-channel values (e.g. Cityscapes instanceIds, VOC masks)."""
+    p = Path(path)
+    m = _palette_indices(p, what)
+    if m is not None:
+        return m
     m = read_raw(p, what)
     if m.ndim == 3:
         if not (m[..., :3] == m[..., :1]).all():

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +59,94 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe payload"
-        raise CheckpointError(
-            f"{path}: refused to load (weights_only=True): {first}") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, not a torch file...
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") \
-            from None
+    except Exception as e:  # noqa: BLE001 - refused payload, truncated zip, not a torch file...
+        if isinstance(e, pickle.UnpicklingError) and "weights only" in str(e).lower():
+            raise CheckpointError(f"{path}: refused to load (weights_only=True): "
+                                  f"{_refusal(str(e))}") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                              f"{_one_line(str(e))})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an mtvision checkpoint (no '{FORMAT}' marker)")
     for key in ("model", "config"):
         if key not in state:
             raise CheckpointError(f"{path}: checkpoint has no '{key}' entry")
     return state
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """``text`` without terminal escape codes, on one line, at most ``limit`` characters."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _refusal(message: str) -> str:
+    """What torch's weights_only unpickler refused, in a few words (its own message spans
+    lines, carries terminal escape codes and suggests weights_only=False)."""
+    found = re.search(r"GLOBAL ([\w.]+)", message)
+    if found:
+        return (f"it holds a pickled Python object ({found.group(1)}), which could run code "
+                "when loaded; a checkpoint holds only tensors and plain data")
+    detail = re.search(r"WeightsUnpickler error: ([^\n]+)", message)
+    return _one_line(detail.group(1) if detail else message, 200)
+
+
+def weight_problems(expected: Mapping[str, Any], got: Mapping[str, Any],
+                    limit: int = 3) -> list[str]:
+    """How the state dict ``got`` differs from the model's ``expected`` one: missing and
+    unexpected keys and shape mismatches, the first ``limit`` of each (with the total)."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in got and hasattr(got[k], "shape") and hasattr(v, "shape")
+              and tuple(got[k].shape) != tuple(v.shape)]
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected),
+                       ("shape checkpoint vs model", shapes)):
+        if keys:
+            more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
+            parts.append(f"{what}: {', '.join(keys[:limit])}{more}")
+    return parts
+
+
+def config_differences(ckpt: Any, current: Any, prefix: str = "model",
+                       limit: int = 3) -> list[str]:
+    """The dotted keys whose values differ between two config sections, as
+    ``"key: A in the checkpoint, B in the config"`` (at most ``limit``)."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in dict.fromkeys([*a, *b]):
+                walk(a.get(k), b.get(k), f"{key}.{k}")
+        elif a != b:
+            out.append(f"{key}: {a!r} in the checkpoint, {b!r} in the config")
+
+    walk(ckpt, current, prefix)
+    return out[:limit] + ([f"... ({len(out)} in all)"] if len(out) > limit else [])
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike,
+                 config_model: dict[str, Any] | None = None) -> None:
+    """Load the checkpoint ``state``'s weights into ``model`` (strictly), or raise one
+    ``CheckpointError`` line naming the file and the first differences: those between the
+    checkpoint's ``model`` config and ``config_model`` (the config ``model`` was built from,
+    when it is not the checkpoint's own) and those between the weights."""
+    problems = weight_problems(model.state_dict(), state["model"])
+    if not problems:
+        try:
+            model.load_state_dict(state["model"])
+            return
+        except (RuntimeError, TypeError, ValueError) as e:  # e.g. a non-tensor entry
+            problems = [_one_line(str(e))]
+    what = "its config"
+    if config_model is not None:
+        what = "this config"
+        ckpt_model = (state.get("config") or {}).get("model")
+        diffs = config_differences(ckpt_model, config_model) if ckpt_model else []
+        if diffs:
+            problems = [*diffs, *problems]
+    raise CheckpointError(f"{path}: weights do not fit the model of {what} "
+                          f"({'; '.join(problems)})")
 
 
 def rng_state() -> dict[str, Any]:

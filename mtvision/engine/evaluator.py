@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mtvision.engine.distributed import broadcast_from_main, gather_to_main, is_distributed
 from mtvision.metrics import build_metric
 from mtvision.metrics.multitask import lower_is_better
 from mtvision.models import MultiTaskModel
@@ -88,7 +89,34 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
                 break
     finally:
         model.train(was_training)
+    if is_distributed():
+        return _merge_ranks(metrics, seen, det_out)
     return {task: metrics[task].compute() for task in metrics if task in seen}
+
+
+def _merge_ranks(metrics: dict[str, Any], seen: set[str],
+                 det_out: list[tuple[int, dict[str, Any]]] | None) -> dict[str, dict[str, Any]]:
+    """Scores of the whole dataset from the ranks' shares (torchrun).
+
+    Each rank's accumulated statistics (per-batch confusion matrices, per-image detections
+    and edge counts) go to rank 0, which scores their union exactly as one process would
+    and sends the scores back; ``det_out`` gathers every rank's detections on rank 0.
+    """
+    mine = ({t: (m.results, m.num_samples) for t, m in metrics.items()}, seen,
+            det_out if det_out is not None else [])
+    gathered = gather_to_main(mine)
+    scores = None
+    if gathered is not None:  # rank 0
+        for t, m in metrics.items():
+            m.reset()
+            for states, _, _ in gathered:
+                m.merge(*states[t])
+        seen = set().union(*(s for _, s, _ in gathered))
+        if det_out is not None:
+            det_out[:] = sorted((d for _, _, dets in gathered for d in dets),
+                                key=lambda item: item[0])
+        scores = {task: metrics[task].compute() for task in metrics if task in seen}
+    return broadcast_from_main(scores)
 
 
 def _update_edge(metric: Any, preds: list, batch: dict[str, Any],
@@ -238,6 +266,18 @@ def add_delta_m(results: dict[str, dict[str, Any]], baselines: dict[str, dict[st
     return results["delta_m"]
 
 
+def check_head_classes(model_cfg: dict[str, Any], classes: dict[str, list[str] | None],
+                       model_name: str, data_name: str) -> None:
+    """Each head scores as many classes as ``classes`` names for its task (a ConfigError
+    naming both sides otherwise: the metrics would index past the head's outputs)."""
+    for task, head in (model_cfg.get("heads") or {}).items():
+        names = classes.get(task)
+        n = (head or {}).get("num_classes")
+        if names and n is not None and n != len(names):
+            raise ConfigError(f"{model_name}: its {task} head has {n} classes but {data_name} "
+                              f"has {len(names)} {task} classes {list(names)}")
+
+
 def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = None,
                         device: str = "auto", split: str | None = None,
                         progress: bool = True,
@@ -260,7 +300,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     )
     from mtvision.data.io import write_json_atomic
     from mtvision.engine.baselines import load_baselines
-    from mtvision.engine.checkpoint import CheckpointError, load_checkpoint
+    from mtvision.engine.checkpoint import load_checkpoint, load_weights
     from mtvision.engine.device import resolve_device
     from mtvision.models import build_model
 
@@ -270,17 +310,17 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     state = load_checkpoint(checkpoint, map_location=dev)
     model_cfg = state["config"]["model"]
     model = build_model(model_cfg)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{checkpoint}: weights do not fit the model in its config "
-                              f"({str(e).splitlines()[1].strip()})") from None
+    load_weights(model, state, checkpoint)
     model.to(dev)
     dcfg = cfg["data"]
     ds = build_dataset(dcfg, split or dcfg["val_split"], train=False)
-    classes = state.get("classes") or dataset_classes(ds)
-    check_classes_agree(classes, dataset_classes(ds), f"checkpoint {checkpoint}",
-                        f"dataset '{dcfg['root']}' split '{split or dcfg['val_split']}'")
+    data_name = f"dataset '{dcfg['root']}' split '{split or dcfg['val_split']}'"
+    data_classes = dataset_classes(ds)
+    classes = state.get("classes") or data_classes
+    check_classes_agree(classes, data_classes, f"checkpoint {checkpoint}", data_name)
+    check_head_classes(model_cfg, {t: classes.get(t) or data_classes.get(t)
+                                   for t in (*classes, *data_classes)},
+                       f"checkpoint {checkpoint}", data_name)
     loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
                           train=False)
     # A COCO-format dataset is also scored as COCO publishes: its detections written in the

@@ -63,6 +63,13 @@ class Metric(ABC):
         """Scores over everything seen since the last ``reset``."""
         return self.compute_metrics(self.results)
 
+    def merge(self, results: list[Any], num_samples: int) -> None:
+        """Add what another accumulator of the same metric gathered (another rank's share of
+        the dataset): afterwards ``compute`` scores the union. Metrics that keep one running
+        total instead of per-batch entries override this to add the totals."""
+        self.results.extend(results)
+        self.num_samples += num_samples
+
 
 def select_batch(targets: Any, keep: Sequence[bool]) -> Any:
     """The entries of a batch-level target (tensor, array or per-image list) where ``keep``."""

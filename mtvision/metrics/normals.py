@@ -68,6 +68,16 @@ class NormalsMetric(Metric):
         else:
             self.results.append([hist, sums])
 
+    def merge(self, results: list[Any], num_samples: int) -> None:
+        """Add another share's histogram and sums to this one's."""
+        for hist, sums in results:
+            if self.results:
+                self.results[0][0] += hist
+                self.results[0][1] += sums
+            else:
+                self.results.append([hist.clone(), sums.clone()])
+        self.num_samples += num_samples
+
     def compute_metrics(self, results: list[Any]) -> dict[str, Any]:
         keys = ("mean_angle", "median_angle", *[f"within_{t:g}" for t in THRESHOLDS])
         if not results or results[0][1][0] == 0:

@@ -136,6 +136,15 @@ class SegmentationMetric(Metric):
         else:
             self.results.append(cm)
 
+    def merge(self, results: list[Any], num_samples: int) -> None:
+        """Add another share's confusion matrix to this one."""
+        for cm in results:
+            if self.results:
+                self.results[0] += cm
+            else:
+                self.results.append(cm.clone())
+        self.num_samples += num_samples
+
     @property
     def confusion_matrix(self) -> np.ndarray:
         """``int64[C, C]``, rows = target class, columns = predicted class."""

@@ -230,10 +230,11 @@ class CocoDataset(ReaderDataset):
     Labels: categories sorted by id map to contiguous labels ``0..K-1`` (``cat_ids[i]`` is the
     COCO id of label ``i``, ``det_classes`` the names); option ``classes`` keeps only the
     categories of those names, labelled in that order, and drops the others' annotations.
-    ``iscrowd`` annotations become crowd boxes (evaluation only). Masks come from polygons or
-    RLE (compressed or not) and are decoded only when needed (``instance_masks``,
-    ``derive_seg``, ``derive_edges: instances``). Every image in the JSON is a sample; one
-    without annotations has no objects.
+    ``iscrowd`` annotations become crowd boxes (evaluation only). A box partly outside the
+    image is clipped to it; one with no part inside, or with a width or height <= 0, is a
+    ``DataError``. Masks come from polygons or RLE (compressed or not) and are decoded only
+    when needed (``instance_masks``, ``derive_seg``, ``derive_edges: instances``). Every image
+    in the JSON is a sample; one without annotations has no objects.
     """
 
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
@@ -284,6 +285,11 @@ class CocoDataset(ReaderDataset):
         for ann in self.coco.anns.get(info["id"], []):
             cid = self.coco.check_category(ann, img_path)
             box = self.coco.box(ann, img_path)
+            if min(box[2], w) <= max(box[0], 0) or min(box[3], h) <= max(box[1], 0):
+                # Partly outside is clipped (by the transforms); nothing inside is an error
+                # rather than an object silently lost (as the COCO -> YOLO converter does).
+                raise DataError(f"{self.coco.where(ann, img_path)} has bbox {ann.get('bbox')} "
+                                f"outside the {w}x{h} image")
             if cid not in self._cat_to_label:
                 continue  # a category left out by the 'classes' option
             boxes, labels, masks = objs[bool(ann.get("iscrowd", 0))]

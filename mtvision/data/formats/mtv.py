@@ -2,7 +2,8 @@
 
     ROOT/
       images/SPLIT/NAME.jpg            RGB images
-      semseg/SPLIT/NAME.png            uint8 class ids (0 = background), 255 = ignore
+      semseg/SPLIT/NAME.png            class ids, grey or palette PNG (0 = background),
+                                       255 = ignore
       edges/SPLIT/NAME.png             uint8, >= 128 marks a boundary pixel
       annotations/SPLIT.json           COCO instances JSON (boxes, categories)
 

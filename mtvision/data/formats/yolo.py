@@ -45,9 +45,16 @@ def load_data_yaml(path: str | Path) -> dict[str, Any]:
             cfg = yaml.safe_load(f)
     except FileNotFoundError:
         raise DataError(f"dataset file '{p}' not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        msg = " ".join(str(e).split())  # YAML errors span several lines
-        raise DataError(f"cannot read dataset file '{p}': {msg}") from None
+    except yaml.YAMLError as e:
+        # YAML's own message spans lines and names the file again: keep the line and problem.
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise DataError(f"cannot read dataset file '{p}':{where} invalid YAML ({problem})") \
+            from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read dataset file '{p}': {' '.join(str(e).split())}") \
+            from None
     if not isinstance(cfg, dict):
         raise DataError(f"dataset file '{p}' is not a YAML mapping")
     return cfg
