@@ -58,6 +58,12 @@ def decode_ltrb(points: Tensor, ltrb: Tensor) -> Tensor:
     return torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], dim=-1)
 
 
+def location_scores(cls: Tensor, ctr: Tensor) -> Tensor:
+    """Detection scores [..., C] from class logits [..., C] and centerness logits [...]:
+    ``sqrt(sigmoid(cls) * sigmoid(ctr))``; centerness down-weights off-centre locations."""
+    return torch.sqrt(cls.sigmoid() * ctr[..., None].sigmoid())
+
+
 def centerness_target(ltrb: Tensor) -> Tensor:
     """FCOS eq. 3: sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))."""
     lr, tb = ltrb[..., 0::2], ltrb[..., 1::2]
@@ -291,6 +297,16 @@ class FCOSHead(TaskHead):
         return {"cls": loss_cls, "box": loss_box, "ctr": loss_ctr}
 
     # ------------------------------------------------------------------ inference
+    def dense_predictions(
+        self, outputs: dict[str, Any], image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Every location's box and class scores before any selection: ``(boxes float[B, N, 4]
+        xyxy clipped to the image, scores float[B, N, C])``, as ``postprocess`` computes them
+        (for exported graphs, which leave thresholding and NMS to the user)."""
+        cls, box, ctr = outputs["cls"].float(), outputs["box"].float(), outputs["ctr"].float()
+        boxes = clip_boxes_to_image(decode_ltrb(outputs["points"][None], box), image_size)
+        return boxes, location_scores(cls, ctr)
+
     @torch.no_grad()
     def postprocess(
         self, outputs: dict[str, Any], image_size: tuple[int, int]
@@ -306,7 +322,7 @@ class FCOSHead(TaskHead):
             for size in outputs["level_sizes"]:
                 sl = slice(start, start + size)
                 start += size
-                scores = torch.sqrt(cls[b, sl].sigmoid() * ctr[b, sl, None].sigmoid()).reshape(-1)
+                scores = location_scores(cls[b, sl], ctr[b, sl]).reshape(-1)
                 cand = (scores > self.score_thresh).nonzero().reshape(-1)
                 k = min(self.topk_candidates, cand.numel())
                 top, order = scores[cand].topk(k)
