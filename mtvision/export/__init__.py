@@ -9,7 +9,7 @@ from mtvision.export.onnx import DEFAULT_OPSET, EXPORTERS, export_onnx
 from mtvision.export.runner import DEFAULT_IMAGE, FORMATS, export_checkpoint, format_report
 from mtvision.export.torchscript import METHODS, export_torchscript
 from mtvision.export.verify import VerificationError, compare, format_table
-from mtvision.export.wrapper import ExportError, ExportModule, max_stride, output_shapes
+from mtvision.export.wrapper import ExportError, ExportModule, output_shapes
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -26,6 +26,5 @@ __all__ = [
     "export_torchscript",
     "format_report",
     "format_table",
-    "max_stride",
     "output_shapes",
 ]

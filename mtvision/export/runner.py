@@ -31,7 +31,7 @@ from mtvision.export.verify import (
     merge,
     require,
 )
-from mtvision.export.wrapper import ExportError, ExportModule, max_stride, output_shapes
+from mtvision.export.wrapper import ExportError, ExportModule, output_shapes
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -56,22 +56,15 @@ DESCRIPTIONS = {
 }
 
 
-def _image_size(imgsz: int | tuple[int, ...] | list[int] | None, default: tuple[int, int],
-                stride: int) -> tuple[int, int]:
+def _image_size(imgsz: int | tuple[int, ...] | list[int] | None) -> tuple[int, int] | None:
+    """``--imgsz`` H or (H, W) as (H, W); the Predictor checks it against the model's stride."""
     if imgsz is None:
-        size = default
-    elif isinstance(imgsz, int):
-        size = (imgsz, imgsz)
-    elif len(imgsz) in (1, 2):
-        size = (int(imgsz[0]), int(imgsz[-1]))
-    else:
-        raise ExportError(f"--imgsz takes H or H W, got {list(imgsz)}")
-    h, w = size
-    if h < 1 or w < 1 or h % stride or w % stride:
-        hint = " ".join(str(max(stride, round(v / stride) * stride)) for v in (h, w))
-        raise ExportError(f"input size {h}x{w} must be positive multiples of the model's largest "
-                          f"stride {stride} (e.g. --imgsz {hint})")
-    return h, w
+        return None
+    if isinstance(imgsz, int):
+        return imgsz, imgsz
+    if len(imgsz) in (1, 2):
+        return int(imgsz[0]), int(imgsz[-1])
+    raise ExportError(f"--imgsz takes H or H W, got {list(imgsz)}")
 
 
 def _destination(checkpoint: Path, out: str | os.PathLike | None, fmt: str) -> Path:
@@ -131,11 +124,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, format: str = "onnx",  # no
     from mtvision.inference import Predictor  # here: it pulls in cv2 and the video code
 
     ckpt = Path(checkpoint)
-    predictor = Predictor(ckpt, device="cuda" if half else "cpu")
+    predictor = Predictor(ckpt, device="cuda" if half else "cpu",
+                          image_size=_image_size(imgsz))
     model = predictor.model
-    stride = max_stride(model)
-    size = _image_size(imgsz, predictor.image_size, stride)
-    predictor.image_size = size  # preprocess letterboxes to it
+    stride, size = predictor.max_stride, predictor.image_size
     dest = _destination(ckpt, out, format)
     module = ExportModule(model, tasks, nms=nms).eval()
     if half:

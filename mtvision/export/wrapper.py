@@ -34,15 +34,6 @@ class ExportError(RuntimeError):
     """An export that cannot be made or whose exported model disagrees with PyTorch."""
 
 
-def max_stride(model: nn.Module) -> int:
-    """The coarsest feature stride of the model: input sizes must be a multiple of it, or the
-    levels of the feature pyramid stop lining up."""
-    strides = [info.stride for m in model.modules()
-               for info in (getattr(m, "feature_info", None) or {}).values()
-               if hasattr(info, "stride")]
-    return max(strides, default=1)
-
-
 def output_shapes(model: MultiTaskModel, tasks: Sequence[str], image_size: tuple[int, int],
                   nms: bool, batch: int | str = 1) -> dict[str, list[int | str]]:
     """Each output's shape for an ``image_size`` input (``batch`` may be a symbolic name)."""

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from mtvision.data.io import read_image
 from mtvision.data.transforms import image_to_tensor, letterbox, letterbox_params, unletterbox
-from mtvision.engine.checkpoint import load_checkpoint
+from mtvision.engine.checkpoint import load_checkpoint, load_weights
 from mtvision.engine.device import resolve_device
 from mtvision.inference.drawing import draw_predictions
 from mtvision.inference.sources import InferenceError
@@ -151,20 +151,6 @@ def to_rgb(x: ImageInput) -> np.ndarray:
                     "(expected a path, a numpy array or a PIL image)")
 
 
-def _diff_keys(expected: dict[str, Tensor], got: dict[str, Any], limit: int = 5) -> list[str]:
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k} {tuple(got[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in got and hasattr(got[k], "shape") and tuple(got[k].shape) != tuple(v.shape)]
-    parts = []
-    for what, keys in (("missing", missing), ("unexpected", unexpected),
-                       ("shape mismatch", shapes)):
-        if keys:
-            more = f", ... ({len(keys)} in all)" if len(keys) > limit else ""
-            parts.append(f"{what}: {', '.join(keys[:limit])}{more}")
-    return parts
-
-
 class Predictor:
     """A checkpoint's model, ready to predict on images of any size.
 
@@ -197,12 +183,8 @@ class Predictor:
         except (ConfigError, KeyError, TypeError) as e:
             raise InferenceError(
                 f"{self.checkpoint}: cannot build the model from its config: {e}") from None
-        problems = _diff_keys(model.state_dict(), state["model"])
-        if problems:
-            raise InferenceError(f"{self.checkpoint}: weights do not match the model its config "
-                                 f"builds ({'; '.join(problems)})")
-        model.load_state_dict(state["model"], strict=True)
-        self.max_stride = max(int(f.stride) for f in model.backbone.feature_info.values())
+        load_weights(model, state, self.checkpoint)  # strict; one line naming the differences
+        self.max_stride = model.max_stride
         if image_size is not None:
             self.image_size = self._check_size(image_size)
         if tasks is not None:
@@ -235,7 +217,7 @@ class Predictor:
         s = self.max_stride
         if h <= 0 or w <= 0 or h % s or w % s:
             raise InferenceError(f"input size {h}x{w} must be positive multiples of the "
-                                 f"backbone's stride {s} (e.g. {max(s, round(h / s) * s)}x"
+                                 f"model's largest stride {s} (e.g. {max(s, round(h / s) * s)}x"
                                  f"{max(s, round(w / s) * s)})")
         return h, w
 

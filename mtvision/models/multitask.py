@@ -70,6 +70,15 @@ class MultiTaskModel(nn.Module):
         """The tasks that count in the headline scores (all but ``aux_tasks``)."""
         return [t for t in self.heads if t not in self.aux_tasks]
 
+    @property
+    def max_stride(self) -> int:
+        """The coarsest feature stride: input sides must be multiples of it, or the levels of
+        the feature pyramid stop lining up."""
+        strides = [info.stride for m in self.modules()
+                   for info in (getattr(m, "feature_info", None) or {}).values()
+                   if hasattr(info, "stride")]
+        return int(max(strides, default=1))
+
     def shared_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters shared by the tasks (hard sharing: backbone and neck)."""
         return self.sharing.shared_parameters(self.backbone, self.neck)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from torchvision.ops import batched_nms
 
-from mtvision.export import ExportError, ExportModule, export_checkpoint, max_stride
+from mtvision.export import ExportError, ExportModule, export_checkpoint
 from mtvision.export.verify import OnnxRunner, compare
 from mtvision.inference import Predictor
 
@@ -257,7 +257,7 @@ def test_export_module_rejects_unknown_tasks(checkpoint):
         ExportModule(model, ["det", "depth"])
     with pytest.raises(ExportError, match="needs a detection head"):
         ExportModule(model, ["seg"], nms=True)
-    assert max_stride(model) == 32
+    assert model.max_stride == 32
 
 
 def test_in_graph_nms_eager_batch_and_empty(checkpoint, photos):

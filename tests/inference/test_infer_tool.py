@@ -236,7 +236,7 @@ def test_depth_and_normals_maps(tmp_path, checkpoint_factory, tiny_config, image
 
 def test_option_errors(tmp_path, checkpoint, images_dir, capsys):
     base = [str(checkpoint), str(images_dir), "--out", str(tmp_path / "o"), "--device", "cpu"]
-    assert "multiples of the backbone's stride 32" in _fails(base + ["--imgsz", "100"], capsys)
+    assert "multiples of the model's largest stride 32" in _fails(base + ["--imgsz", "100"], capsys)
     assert "no head for task(s) depth" in _fails(base + ["--tasks", "det,depth"], capsys)
     if not torch.cuda.is_available():
         assert "needs a CUDA device" in _fails(base + ["--half"], capsys)

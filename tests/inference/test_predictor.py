@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from mtvision.data.transforms import letterbox_params
+from mtvision.engine.checkpoint import CheckpointError
 from mtvision.inference import InferenceError, Predictor, Result, draw_predictions
 from mtvision.inference.drawing import colorize_segmentation, palette
 from mtvision.registry import ConfigError
@@ -136,10 +137,11 @@ def test_weight_mismatch_names_checkpoint_and_keys(tmp_path, checkpoint_factory,
                                      "heads": {**tiny_config["model"]["heads"],
                                                "seg": {"name": "fpn_seg", "num_classes": 7}}})
     ckpt = checkpoint_factory(tmp_path / "bad.pt", config=other, state_dict=state)
-    with pytest.raises(InferenceError) as e:
+    with pytest.raises(CheckpointError) as e:
         Predictor(ckpt, device="cpu")
     msg = str(e.value)
-    assert str(ckpt) in msg and dropped in msg and "shape mismatch" in msg and "\n" not in msg
+    assert str(ckpt) in msg and dropped in msg and "\n" not in msg
+    assert "heads.seg.predictor.weight (4, 64, 1, 1) vs (7, 64, 1, 1)" in msg  # ckpt vs model
 
 
 def test_devices(checkpoint):
@@ -235,7 +237,7 @@ def test_input_size_override(checkpoint):
     assert r.semseg.shape == (30, 70)
     assert (r.boxes[:, [0, 2]] <= 70).all() and (r.boxes[:, [1, 3]] <= 30).all()
     with pytest.raises(InferenceError, match=r"100x64 must be positive multiples of the "
-                                             r"backbone's stride 32 \(e\.g\. 96x64\)"):
+                                             r"model's largest stride 32 \(e\.g\. 96x64\)"):
         Predictor(checkpoint, device="cpu", image_size=(100, 64))
 
 

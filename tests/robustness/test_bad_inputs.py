@@ -744,7 +744,7 @@ def test_eval_tool_pickled_checkpoint(tmp_path: Path, env: dict[str, Any],
 
 @pytest.mark.parametrize("kind, expected", [
     ("backbone_weights", "missing: backbone.layers.0.2.conv1.weight"),
-    ("head_weights", "shape mismatch: heads.det.cls_logits.weight (4, 32, 3, 3) vs "
+    ("head_weights", "shape checkpoint vs model: heads.det.cls_logits.weight (4, 32, 3, 3) vs "
                      "(3, 32, 3, 3)"),
     ("pickled", "refused to load (weights_only=True)"),
 ])
