@@ -52,8 +52,12 @@ class ReaderDataset(Dataset, ABC):
     * ``instance_masks``: also return each box's mask as ``targets["det"]["masks"]``;
     * ``skip_invalid``: a sample that cannot be read or fails the checks is replaced by the next
       valid one, with a warning, and counted in ``num_skipped`` (each DataLoader worker counts in
-      its own copy); otherwise it raises ``DataError`` naming the file and the problem.
+      its own copy); otherwise it raises ``DataError`` naming the file and the problem. With
+      ``replace_invalid`` False (evaluation: nothing may be scored twice) the sample is ``None``
+      instead, and ``collate`` leaves it out.
     """
+
+    replace_invalid = True
 
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
                  skip_invalid: bool = False, tasks: Sequence[str] | None = None,
@@ -177,9 +181,16 @@ class ReaderDataset(Dataset, ABC):
         in any order, and after a resume."""
         self.aug_seed = seed
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
         if not self.skip_invalid:
             return self._load(index)
+        if not self.replace_invalid:
+            try:
+                return self._load(index)
+            except DataError as e:
+                self.num_skipped += 1
+                warnings.warn(f"skipping invalid sample {index}: {e}", stacklevel=2)
+                return None
         n = len(self)
         for k in range(n):
             i = (index + k) % n

@@ -87,10 +87,13 @@ def check_data_config(dcfg: dict[str, Any], where: Callable[[str], str] = lambda
 
 
 def _reader(name: str, root: str, split: str, options: dict[str, Any], transforms: Any,
-            skip_invalid: bool, where: str) -> Dataset:
-    return DATASETS.build({"name": name, "root": root, "split": split,
-                           "transforms": transforms, "skip_invalid": skip_invalid, **options},
-                          where)
+            skip_invalid: bool, where: str, train: bool) -> Dataset:
+    ds = DATASETS.build({"name": name, "root": root, "split": split,
+                         "transforms": transforms, "skip_invalid": skip_invalid, **options},
+                        where)
+    # Evaluation leaves a bad sample out rather than scoring its replacement twice.
+    ds.replace_invalid = train
+    return ds
 
 
 def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> Dataset:
@@ -112,7 +115,7 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> D
     entries = data_cfg.get("datasets") or []
     if not entries:
         return _reader(data_cfg["type"], data_cfg["root"], split, data_cfg.get("options") or {},
-                       transforms, data_cfg["skip_invalid"], "data")
+                       transforms, data_cfg["skip_invalid"], "data", train)
     key = "train_split" if train else "val_split"
     parts, names, ratios = [], [], []
     for i, entry in enumerate(entries):
@@ -123,7 +126,7 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> D
         if entry.get("tasks") is not None:
             options["tasks"] = entry["tasks"]
         parts.append(_reader(entry["type"], entry["root"], entry_split, options, transforms,
-                             data_cfg["skip_invalid"], f"data.datasets[{i}]"))
+                             data_cfg["skip_invalid"], f"data.datasets[{i}]", train))
         names.append(f"data.datasets[{i}] ({entry['type']} '{entry['root']}')")
         ratios.append(entry.get("ratio"))
     if not parts:

@@ -27,7 +27,7 @@ def _fill(task: str, example: Any, hw: tuple[int, int]) -> Any:
     raise KeyError(f"unknown task '{task}'")
 
 
-def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """Batch dataset samples: ``{"images": float[B, 3, H, W], "image_ids": long[B],
     "file_names", "orig_sizes", "targets": {task: ...}, "present": {task: bool[B]}}``.
 
@@ -36,9 +36,15 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     zeros), depth and normals zeros (invalid), and ``present`` False. Target formats:
     ``mtvision.models.heads.base``. ``"edge_gts"`` lists each sample's full-resolution annotator
     boundary maps (``None`` where it has none), for the edge benchmark protocol.
+
+    ``None`` samples (left out by an evaluation dataset with ``skip_invalid``) are dropped; a
+    batch of nothing but them is ``None``.
     """
     if not samples:
         raise ValueError("collate() got an empty list of samples")
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        return None
     sizes = {tuple(s["image"].shape) for s in samples}
     if len(sizes) != 1:
         raise ValueError(f"images in a batch must have one size, got {sorted(sizes)}; "

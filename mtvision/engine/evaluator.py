@@ -72,6 +72,8 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     try:
         for batch in tqdm(loader, desc="eval", leave=False, disable=not progress,
                           dynamic_ncols=True):
+            if batch is None:  # every sample of the batch was invalid and skipped
+                continue
             images = batch["images"].to(device)
             preds = _to_cpu(model.predict(images))
             for task, metric in metrics.items():

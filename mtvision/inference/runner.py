@@ -161,8 +161,10 @@ def run_inference(checkpoint: str | os.PathLike, source: str | int | os.PathLike
             # seconds and would otherwise dominate the per-image timing of short runs.
             warm = torch.zeros(batch, 3, *predictor.image_size, device=predictor.device)
             predictor.infer(warm.half() if predictor.half else warm)
+            # No bar for a single image: it would only stand between the user and an error.
+            single = not src.is_video and total == 1
             bar = stack.enter_context(tqdm(total=total, unit="frame" if src.is_video else "img",
-                                           disable=not progress, dynamic_ncols=True))
+                                           disable=not progress or single, dynamic_ncols=True))
             try:
                 for chunk in _batched(islice(src, max_frames), batch):
                     images = [f.image for f in chunk]

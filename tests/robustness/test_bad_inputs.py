@@ -702,6 +702,24 @@ def test_eval_tool_bad_image_mid_run(tmp_path: Path, env: dict[str, Any],
     assert set(json.loads(out.read_text())) == {"det", "seg", "edge", "cls"}
 
 
+def test_evaluation_leaves_an_invalid_sample_out(tmp_path: Path, env: dict[str, Any]) -> None:
+    from mtvision.data.build import build_dataset, build_loader
+
+    root = Path(shutil.copytree(env["root"], tmp_path / "shapes"))
+    image = sorted((root / "images" / "val").iterdir())[1]
+    image.write_bytes(image.read_bytes()[:300])
+    dcfg = {**env["cfg"]["data"], "root": str(root), "skip_invalid": True}
+    ds = build_dataset(dcfg, dcfg["val_split"], train=False)
+    with pytest.warns(UserWarning, match=rf"skipping invalid sample 1: .*{image.name}"):
+        batches = list(build_loader(ds, 2, 0, train=False))
+    ids = [int(i) for b in batches if b is not None for i in b["image_ids"]]
+    # Scored once each, the bad one not at all (training replaces it by the next sample).
+    assert len(ids) == len(ds) - 1 and len(set(ids)) == len(ids)
+    train = build_dataset(dcfg, dcfg["val_split"], train=True)
+    with pytest.warns(UserWarning, match="skipping invalid sample 1"):
+        assert train[1]["image_id"] == ds[2 % len(ds)]["image_id"]
+
+
 @pytest.mark.parametrize("kind, expected", [
     ("backbone_weights", "{ckpt}: weights do not fit the model of its config (missing: "
                          "backbone.layers.0.2.conv1.weight, backbone.layers.0.2.bn1.weight, "
