@@ -59,13 +59,21 @@ def torchrun(script: str, args: list[str], nproc: int = 2, extra: list[str] = ()
 
 
 def single_process(cfg_path: Path, work: Path, overrides: list[str] = ()) -> dict:
-    trainer = Trainer(load_config(cfg_path, list(overrides)), work, device="cpu",
-                      progress=False)
-    trainer.fit()
+    # One thread, as each torchrun worker has (OMP_NUM_THREADS=1): float sums then differ
+    # only by the ranks' split of the batch, whatever thread count earlier tests left.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(load_config(cfg_path, list(overrides)), work, device="cpu",
+                          progress=False)
+        trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
     return trainer.model.state_dict()
 
 
-def assert_same_weights(a: dict, b: dict, atol: float = 2e-6) -> None:
+def assert_same_weights(a: dict, b: dict, atol: float = 1e-5) -> None:
+    # Training moves the weights by > 1e-3 (asserted where it matters): 100x the tolerance.
     for k in a:
         torch.testing.assert_close(a[k].float(), b[k].float(), rtol=0, atol=atol, msg=k)
 
