@@ -27,4 +27,11 @@ def run_cli(fn: Callable[[], object]) -> int:
         message = " ".join(str(e).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # A write that fails where no code expected it (full disk on a log line, a plot): the
+        # file and the reason, not a traceback. Checkpoints and results are written atomically,
+        # so what was there before is intact.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     return 0

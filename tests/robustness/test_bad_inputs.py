@@ -902,3 +902,18 @@ def test_run_cli_prints_any_known_error_on_one_line(capsys: pytest.CaptureFixtur
 
     assert run_cli(fail) == 2
     assert capsys.readouterr().err == "error: cannot read 'x.png': two lines\n"
+
+
+def test_run_cli_reports_an_unexpected_os_error_on_one_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+    import os
+
+    from mtvision.cli import run_cli
+
+    def full_disk() -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/exp/metrics.jsonl")
+
+    assert run_cli(full_disk) == 2
+    assert capsys.readouterr().err == ("error: /runs/exp/metrics.jsonl: No space left on "
+                                       "device\n")
