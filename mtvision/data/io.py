@@ -23,6 +23,33 @@ class DataError(ValueError):
     """A problem with the data on disk; the message is one line naming the file."""
 
 
+# The image files the readers, converters and inference pick up by extension (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_path_list(path: str | os.PathLike[str], what: str = "image list"
+                   ) -> list[tuple[int, Path]]:
+    """The paths a text file lists, one per line, with their line numbers: relative paths are
+    taken from the list's folder; blank lines and lines starting with ``#`` are skipped
+    (YOLO split lists, ``tools/infer.py`` sources)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read {what} '{p}': {e}") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            listed = Path(entry).expanduser()
+            out.append((n, listed if listed.is_absolute() else p.parent / listed))
+    return out
+
+
 def read_raw(path: str | os.PathLike[str], what: str) -> np.ndarray:
     """Decode a file with cv2, keeping channels and bit depth as stored (``what`` names the
     kind of file in messages)."""

@@ -29,9 +29,8 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from mtvision.data.io import DataError, read_image
+from mtvision.data.io import IMAGE_SUFFIXES, DataError, is_image_file, read_image, read_path_list
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 LIST_EXTENSIONS = (".txt",)
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
@@ -53,10 +52,6 @@ class Frame(NamedTuple):
     name: str
     index: int
     path: Path | None = None
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 class ImageSource:
@@ -251,28 +246,20 @@ def _stream_stem(url: str) -> str:
 
 
 def read_list(path: Path) -> list[Path]:
-    """The image paths of a list file, relative ones taken from the list's folder."""
+    """The images a list file names (see ``read_path_list``), each checked to exist."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InferenceError(f"cannot read image list {path}: {e}") from None
-    files = []
-    for n, line in enumerate(lines, 1):
-        entry = line.strip()
-        if not entry or entry.startswith("#"):
-            continue
-        file = Path(entry).expanduser()
-        if not file.is_absolute():
-            file = path.parent / file
+        entries = read_path_list(path)
+    except DataError as e:
+        raise InferenceError(str(e)) from None
+    for n, file in entries:
         if not file.is_file():
-            raise InferenceError(f"{path} line {n}: image not found: {entry}")
-        if not _is_image(file):
-            kinds = ", ".join(IMAGE_EXTENSIONS)
-            raise InferenceError(f"{path} line {n}: not an image file ({kinds}): {entry}")
-        files.append(file)
-    if not files:
+            raise InferenceError(f"{path} line {n}: image not found: {file}")
+        if not is_image_file(file):
+            kinds = ", ".join(IMAGE_SUFFIXES)
+            raise InferenceError(f"{path} line {n}: not an image file ({kinds}): {file}")
+    if not entries:
         raise InferenceError(f"image list {path} names no image")
-    return files
+    return [file for _, file in entries]
 
 
 def open_source(source: str | int | Path,
@@ -289,27 +276,27 @@ def open_source(source: str | int | Path,
         return StreamSource(text, vid_stride)
     path = Path(text).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _is_image(p))
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p))
         if not files:
             raise InferenceError(
-                f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder: {path}")
+                f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder: {path}")
         return ImageSource(files, text, skip_unreadable=True)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in VIDEO_EXTENSIONS:
             return VideoSource(path, vid_stride)
-        if suffix in IMAGE_EXTENSIONS:
+        if suffix in IMAGE_SUFFIXES:
             return ImageSource([path], text, skip_unreadable=False)
         if suffix in LIST_EXTENSIONS:
             return ImageSource(read_list(path), text, skip_unreadable=True)
         raise InferenceError(
-            f"unsupported file type '{suffix}': {path} (images: {', '.join(IMAGE_EXTENSIONS)}; "
+            f"unsupported file type '{suffix}': {path} (images: {', '.join(IMAGE_SUFFIXES)}; "
             f"videos: {', '.join(VIDEO_EXTENSIONS)}; image lists: .txt)")
     if text.isdigit():
         return StreamSource(int(text), vid_stride)
     if any(c in text for c in "*?["):
         matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file() and _is_image(p)]
+        files = [p for p in matches if p.is_file() and is_image_file(p)]
         if not files:
             raise InferenceError(f"no image files match the pattern: {text}")
         return ImageSource(files, text, skip_unreadable=True)

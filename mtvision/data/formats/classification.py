@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from mtvision.data.base import ReaderDataset, TransformFn
-from mtvision.data.io import DataError, read_image
+from mtvision.data.io import IMAGE_SUFFIXES, DataError, is_image_file, read_image
 from mtvision.data.sample import RawSample
 from mtvision.registry import DATASETS
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _check_classes(classes: Sequence[str], where: str) -> list[str]:
@@ -65,12 +63,12 @@ class ImageFolderDataset(ReaderDataset):
             d = self.split_dir / name
             if not d.is_dir():
                 continue
-            files = sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_EXTS
+            files = sorted(p for p in d.rglob("*") if is_image_file(p)
                            and p.is_file() and not p.name.startswith("."))
             self.samples.extend((p, label) for p in files)
         if not self.samples:
             raise DataError(f"image_folder '{self.split_dir}': no images in the class folders "
-                            f"(extensions {', '.join(IMAGE_EXTS)})")
+                            f"(extensions {', '.join(IMAGE_SUFFIXES)})")
         self._setup(["cls"], cls_classes=names)
 
     def __len__(self) -> int:

@@ -16,12 +16,11 @@ import numpy as np
 import yaml
 
 from mtvision.data.base import ReaderDataset, TransformFn
-from mtvision.data.io import DataError, read_image
+from mtvision.data.io import IMAGE_SUFFIXES, DataError, read_image, read_path_list
 from mtvision.data.polygons import polygons_to_mask
 from mtvision.data.sample import RawSample
 from mtvision.registry import DATASETS
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 # Normalised coordinates may leave [0, 1] by this much (rounding in converters and labelling
 # tools); they are then clipped to the image.
 COORD_TOLERANCE = 0.01
@@ -110,11 +109,7 @@ def split_images(entry: Any, base: Path, where: str) -> list[Path]:
         if p.is_dir():
             out += _images_in(p)
         elif p.is_file() and p.suffix.lower() == ".txt":
-            try:
-                lines = p.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as err:
-                raise DataError(f"cannot read image list '{p}': {err}") from None
-            out += [p.parent / line.strip() for line in lines if line.strip()]
+            out += [file for _, file in read_path_list(p)]
         else:
             raise DataError(f"{where}: '{p}' is neither a folder nor a .txt list of images")
     return list(dict.fromkeys(out))  # a file listed twice is one sample
