@@ -10,10 +10,11 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from mtvision.data.io import DataError
     from mtvision.engine.checkpoint import CheckpointError
     from mtvision.engine.trainer import TrainingError
+    from mtvision.export.wrapper import ExportError
     from mtvision.inference import InferenceError
     from mtvision.registry import ConfigError
 
-    return (ConfigError, DataError, CheckpointError, TrainingError, InferenceError)
+    return (ConfigError, DataError, CheckpointError, TrainingError, InferenceError, ExportError)
 
 
 def run_cli(fn: Callable[[], object]) -> int:

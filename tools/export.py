@@ -19,11 +19,10 @@ from pathlib import Path
 # Lets `python tools/export.py` work from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtvision.cli import known_errors  # noqa: E402
+from mtvision.cli import run_cli  # noqa: E402
 from mtvision.export import (  # noqa: E402
     DEFAULT_OPSET,
     EXPORTERS,
-    ExportError,
     VerificationError,
     export_checkpoint,
     format_report,
@@ -70,23 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.imgsz is not None and len(args.imgsz) > 2:
         print(f"error: --imgsz takes H or H W, got {len(args.imgsz)} numbers", file=sys.stderr)
         return 2
-    try:
-        report = export_checkpoint(
-            args.checkpoint, format=args.format, out=args.out, imgsz=args.imgsz,
-            dynamic=args.dynamic, half=args.half, nms=args.nms, opset=args.opset,
-            method=args.method, atol=args.atol, image=args.image, exporter=args.exporter,
-            tasks=[t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ExportError, *known_errors()) as e:
-        if isinstance(e, VerificationError):
-            print(format_table(e.rows), file=sys.stderr)
-        message = " ".join(str(e).split())  # one line, whatever the exception held
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    return 0
+
+    def run() -> None:
+        try:
+            report = export_checkpoint(
+                args.checkpoint, format=args.format, out=args.out, imgsz=args.imgsz,
+                dynamic=args.dynamic, half=args.half, nms=args.nms, opset=args.opset,
+                method=args.method, atol=args.atol, image=args.image, exporter=args.exporter,
+                tasks=[t.strip() for t in args.tasks.split(",") if t.strip()]
+                if args.tasks else None)
+        except VerificationError as e:
+            print(format_table(e.rows), file=sys.stderr)  # what differed, above the error line
+            raise
+        print(format_report(report))
+
+    return run_cli(run)
 
 
 if __name__ == "__main__":
