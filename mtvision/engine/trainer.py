@@ -204,8 +204,14 @@ class Trainer:
             resume = True  # torchrun restarted the workers: go on from the last checkpoint
 
         dcfg = cfg["data"]
+        # Rank 0 first: it generates the synthetic data (data.synthetic) the others then reuse,
+        # instead of every rank writing the same files at once.
+        if not self.main:
+            dist.barrier()
         self.train_set = build_dataset(dcfg, dcfg["train_split"], train=True)
         self.val_set = build_dataset(dcfg, dcfg["val_split"], train=False)
+        if self.main:
+            dist.barrier()
         self.classes = dataset_classes(self.train_set)
         check_classes_agree(self.classes, dataset_classes(self.val_set),
                             f"split '{dcfg['train_split']}'", f"split '{dcfg['val_split']}'")
