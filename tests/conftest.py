@@ -14,6 +14,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so tests can import tools/*.py as modules
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where a CUDA device is present and are skipped, with the
+    reason, everywhere else (``pytest -rs`` shows it)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (marked 'cuda'; run with pytest -m cuda "
+                                   "on a GPU machine)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 def tiny_overrides(data_root: Path, iters: int = 4) -> list[str]:
     return [
         f"data.root={data_root}",
