@@ -23,6 +23,7 @@ import torch
 
 from mtvision.benchmarks.common import device_name, start_run, write_results
 from mtvision.benchmarks.kernels import time_cpu, time_cuda
+from mtvision.engine.device import amp_dtype
 from mtvision.registry import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -55,7 +56,8 @@ def run_inference_benchmark(
     log: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
     """Time ``model.predict`` of the multi-task model of ``config`` and of each single-task
-    model; on CUDA also under autocast (bf16 where supported, else fp16). Returns (and writes
+    model; on CUDA also under autocast (``train.amp: auto``'s dtype: bf16 where the GPU has it
+    natively, else fp16). Returns (and writes
     to ``out``) ``{"setup": {...}, "rows": [{"precision", "model", "params_m", "ms",
     "images_per_s"}], "ratios": {precision: multi / sum of singles}}``."""
     from mtvision.config import load_config
@@ -70,7 +72,7 @@ def run_inference_benchmark(
     x = torch.randn(batch, 3, *image_size, device=dev)
     precisions: list[tuple[str, Any]] = [("fp32", nullcontext)]
     if dev.type == "cuda":
-        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp = amp_dtype("auto", dev)
         precisions.append((f"amp-{str(amp).split('.')[-1]}",
                            lambda: torch.autocast("cuda", dtype=amp)))
     timer = time_cuda if dev.type == "cuda" else time_cpu

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -207,11 +208,14 @@ class ShardSampler(Sampler[int]):
 
 
 def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
-                 seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
+                 seed: int = 0, rank: int = 0, world: int = 1,
+                 num_classes: dict[str, int] | None = None) -> DataLoader:
     """A loader whose sampler is fixed by (seed, epoch) and can start mid-epoch.
 
     A training ``MixedDataset`` with ratios is drawn by ``MixedSampler``. With ``world`` > 1
-    the loader yields rank ``rank``'s share (``ShardSampler``); ``batch_size`` is per rank."""
+    the loader yields rank ``rank``'s share (``ShardSampler``); ``batch_size`` is per rank.
+    ``num_classes`` (the model's classes per task): every sample's labels are checked against
+    them as batches are made (``collate.check_label_ranges``), in the loader's workers."""
     sampler: EpochSampler | MixedSampler | ShardSampler
     if train and isinstance(ds, MixedDataset) and ds.ratios is not None:
         sampler = MixedSampler(ds.sizes, ds.ratios, seed)
@@ -221,8 +225,16 @@ def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
         sampler = ShardSampler(sampler, rank, world, batch_size if train else None)
     g = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      collate_fn=collate, drop_last=train,
+                      collate_fn=functools.partial(collate, num_classes=num_classes,
+                                                   source=getattr(ds, "source", type(ds).__name__)),
+                      drop_last=train,
                       generator=g, persistent_workers=False)
+
+
+def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
+    """``{task: num_classes}`` of the heads that have classes (the label ranges to check)."""
+    return {t: int(h["num_classes"]) for t, h in model_cfg["heads"].items()
+            if isinstance(h, dict) and h.get("num_classes") is not None}
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

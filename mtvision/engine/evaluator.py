@@ -299,6 +299,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
         build_loader,
         check_classes_agree,
         dataset_classes,
+        head_class_counts,
     )
     from mtvision.data.io import write_json_atomic
     from mtvision.engine.baselines import load_baselines
@@ -324,7 +325,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
                                    for t in (*classes, *data_classes)},
                        f"checkpoint {checkpoint}", data_name)
     loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
-                          train=False)
+                          train=False, num_classes=head_class_counts(model_cfg))
     # A COCO-format dataset is also scored as COCO publishes: its detections written in the
     # results format, evaluated on the original annotation file at the original resolution.
     coco_format = "det" in model.task_names and hasattr(ds, "cat_ids") and hasattr(ds, "ann_file")

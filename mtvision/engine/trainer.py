@@ -25,6 +25,7 @@ from mtvision.data.build import (
     build_loader,
     check_classes_agree,
     dataset_classes,
+    head_class_counts,
     move_batch,
 )
 from mtvision.data.io import write_json_atomic
@@ -36,7 +37,7 @@ from mtvision.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mtvision.engine.device import resolve_device
+from mtvision.engine.device import amp_dtype, resolve_device
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
 from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
 from mtvision.models import MultiTaskModel, build_model
@@ -88,14 +89,6 @@ def lr_factor(it: int, total: int, cfg: dict[str, Any]) -> float:
     progress = (it - warm) / max(total - warm, 1)
     m = cfg["min_lr_ratio"]
     return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or mode == "none":
-        return None
-    if mode == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
 def check_heads_match(cfg: dict[str, Any], classes: dict[str, list[str]]) -> None:
@@ -192,6 +185,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.distributed = dist.init_distributed(self.device.type)
         if self.distributed and self.device.type == "cuda":
+            # One GPU per process, whatever index was asked for (init_distributed set it).
             self.device = torch.device("cuda", dist.local_rank())
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = self.rank == 0
@@ -219,12 +213,13 @@ class Trainer:
         check_tasks_overlap(cfg, self.train_set)
         check_best_metric(cfg)
         self.accumulate = tcfg["accumulate"]
+        limits = head_class_counts(cfg["model"])
         self.train_loader = build_loader(self.train_set, dcfg["batch_size"], dcfg["num_workers"],
                                          train=True, seed=tcfg["seed"], rank=self.rank,
-                                         world=self.world)
+                                         world=self.world, num_classes=limits)
         self.val_loader = build_loader(self.val_set, dcfg["val_batch_size"] or dcfg["batch_size"],
                                        dcfg["num_workers"], train=False, rank=self.rank,
-                                       world=self.world)
+                                       world=self.world, num_classes=limits)
         # Samples of the global order one optimizer step consumes (all ranks, micro-batches).
         self.step_samples = dcfg["batch_size"] * self.accumulate * self.world
         if len(self.train_loader) // self.accumulate == 0:
