@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all lint clean
+.PHONY: demo test test-all gpu-check lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# On a CUDA machine: the cuda tests, a 300-iteration AMP demo, the kernel and balancing
+# benchmarks, one report (runs/gpu-check/report.json). Elsewhere: one line, exit 0.
+gpu-check: $(STAMP)
+	$(BIN)/python tools/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
