@@ -4,7 +4,7 @@ A reader (one per format, in ``mtvision.data.formats``) indexes its files in ``_
 ``self._setup(...)`` with its classes and the tasks it labels, and implements ``read(index)``
 returning a ``RawSample``. Everything after that is here, so all formats give the same samples::
 
-    {"image": float[3, H, W] (normalised), "image_id": int, "file_name": str,
+    {"image": uint8[3, H, W] (normalize_images on the device), "image_id": int, "file_name": str,
      "orig_size": (h, w), "targets": {task: target}}
 
 plus ``"edge_gts"``: the annotators' full-resolution boundary maps, where the format has several
@@ -69,7 +69,9 @@ class ReaderDataset(Dataset, ABC):
         self.transforms = transforms
         self.skip_invalid = skip_invalid
         self.num_skipped = 0
-        self.aug_seed: int | None = None
+        # In shared memory: set_epoch in the main process reaches the loader's persistent
+        # workers, which hold their own copies of this dataset.
+        self._aug_seed = torch.full((), -1, dtype=torch.int64).share_memory_()
         self.derive_seg = bool(derive_seg)
         if derive_edges not in (None, *DERIVE_EDGES):
             raise DataError(f"derive_edges must be one of {DERIVE_EDGES} or null, got "
@@ -179,7 +181,15 @@ class ReaderDataset(Dataset, ABC):
     def set_epoch(self, seed: int) -> None:
         """Make augmentations a function of (seed, sample index): the same in any worker,
         in any order, and after a resume."""
-        self.aug_seed = seed
+        if seed < 0:
+            raise ValueError(f"the augmentation seed must be >= 0, got {seed}")
+        self._aug_seed.fill_(seed)
+
+    @property
+    def aug_seed(self) -> int | None:
+        """The seed of ``set_epoch`` (None before the first call: unseeded augmentations)."""
+        seed = int(self._aug_seed)
+        return None if seed < 0 else seed
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         if not self.skip_invalid:

@@ -14,7 +14,7 @@ from mtvision.data import formats as _formats  # noqa: F401 - registers the read
 from mtvision.data.collate import collate
 from mtvision.data.mixing import MixedDataset, MixedSampler
 from mtvision.data.sample import TASKS
-from mtvision.data.transforms import build_transforms
+from mtvision.data.transforms import build_transforms, normalize_images
 from mtvision.registry import DATASETS, ConfigError, closest
 
 # Keys of one entry of ``data.datasets`` (besides the reader's own ``options``).
@@ -209,13 +209,17 @@ class ShardSampler(Sampler[int]):
 
 def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
                  seed: int = 0, rank: int = 0, world: int = 1,
-                 num_classes: dict[str, int] | None = None) -> DataLoader:
+                 num_classes: dict[str, int] | None = None,
+                 pin_memory: bool = False) -> DataLoader:
     """A loader whose sampler is fixed by (seed, epoch) and can start mid-epoch.
 
     A training ``MixedDataset`` with ratios is drawn by ``MixedSampler``. With ``world`` > 1
     the loader yields rank ``rank``'s share (``ShardSampler``); ``batch_size`` is per rank.
     ``num_classes`` (the model's classes per task): every sample's labels are checked against
-    them as batches are made (``collate.check_label_ranges``), in the loader's workers."""
+    them as batches are made (``collate.check_label_ranges``), in the loader's workers.
+    ``pin_memory`` (for CUDA) makes the host-to-device copies asynchronous. Workers persist
+    across epochs (no start-up per epoch); augmentations still follow each epoch's seed, which
+    ``ReaderDataset.set_epoch`` keeps in shared memory."""
     sampler: EpochSampler | MixedSampler | ShardSampler
     if train and isinstance(ds, MixedDataset) and ds.ratios is not None:
         sampler = MixedSampler(ds.sizes, ds.ratios, seed)
@@ -228,7 +232,8 @@ def build_loader(ds: Dataset, batch_size: int, num_workers: int, train: bool,
                       collate_fn=functools.partial(collate, num_classes=num_classes,
                                                    source=getattr(ds, "source", type(ds).__name__)),
                       drop_last=train,
-                      generator=g, persistent_workers=False)
+                      generator=g, pin_memory=pin_memory,
+                      persistent_workers=num_workers > 0)
 
 
 def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
@@ -238,7 +243,9 @@ def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Images, targets and presence flags onto ``device``."""
+    """Images, targets and presence flags onto ``device``; uint8 images are normalised there
+    (``normalize_images``). From pinned memory (``build_loader`` on CUDA) the copies are
+    asynchronous."""
     def move(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return x.to(device, non_blocking=True)
@@ -251,4 +258,5 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     out = dict(batch)
     for key in ("images", "targets", "present"):
         out[key] = move(batch[key])
+    out["images"] = normalize_images(out["images"])
     return out

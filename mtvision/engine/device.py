@@ -63,3 +63,11 @@ def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "auto":
         return torch.bfloat16 if native_bf16(device) else torch.float16
     return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def tune_cudnn(device: torch.device, deterministic: bool) -> bool:
+    """Let cuDNN pick the fastest convolution algorithms on CUDA (training batches are
+    letterboxed to one fixed size, so the search runs once); off for deterministic runs.
+    Returns whether benchmarking is on."""
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
+    return torch.backends.cudnn.benchmark

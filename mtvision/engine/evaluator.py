@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mtvision.data.transforms import normalize_images
 from mtvision.engine.distributed import broadcast_from_main, gather_to_main, is_distributed
 from mtvision.metrics import build_metric
 from mtvision.metrics.multitask import lower_is_better
@@ -74,7 +75,7 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
                           dynamic_ncols=True):
             if batch is None:  # every sample of the batch was invalid and skipped
                 continue
-            images = batch["images"].to(device)
+            images = normalize_images(batch["images"].to(device, non_blocking=True))
             preds = _to_cpu(model.predict(images))
             for task, metric in metrics.items():
                 if task == "edge":
@@ -325,7 +326,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
                                    for t in (*classes, *data_classes)},
                        f"checkpoint {checkpoint}", data_name)
     loader = build_loader(ds, dcfg["val_batch_size"] or dcfg["batch_size"], dcfg["num_workers"],
-                          train=False, num_classes=head_class_counts(model_cfg))
+                          train=False, num_classes=head_class_counts(model_cfg),
+                          pin_memory=dev.type == "cuda")
     # A COCO-format dataset is also scored as COCO publishes: its detections written in the
     # results format, evaluated on the original annotation file at the original resolution.
     coco_format = "det" in model.task_names and hasattr(ds, "cat_ids") and hasattr(ds, "ann_file")

@@ -37,7 +37,7 @@ from mtvision.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from mtvision.engine.device import amp_dtype, resolve_device
+from mtvision.engine.device import amp_dtype, resolve_device, tune_cudnn
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
 from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
 from mtvision.models import MultiTaskModel, build_model
@@ -54,7 +54,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
 
 
 def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -192,6 +191,7 @@ class Trainer:
         self.progress = progress and self.main
         tcfg = cfg["train"]
         seed_everything(tcfg["seed"], tcfg["deterministic"])
+        tune_cudnn(self.device, tcfg["deterministic"])
         if self.main:
             check_writable(self.work_dir)
         if not resume and dist.restart_count() > 0 and (self.work_dir / "last.pt").is_file():
@@ -213,13 +213,13 @@ class Trainer:
         check_tasks_overlap(cfg, self.train_set)
         check_best_metric(cfg)
         self.accumulate = tcfg["accumulate"]
-        limits = head_class_counts(cfg["model"])
+        limits, pin = head_class_counts(cfg["model"]), self.device.type == "cuda"
         self.train_loader = build_loader(self.train_set, dcfg["batch_size"], dcfg["num_workers"],
                                          train=True, seed=tcfg["seed"], rank=self.rank,
-                                         world=self.world, num_classes=limits)
+                                         world=self.world, num_classes=limits, pin_memory=pin)
         self.val_loader = build_loader(self.val_set, dcfg["val_batch_size"] or dcfg["batch_size"],
                                        dcfg["num_workers"], train=False, rank=self.rank,
-                                       world=self.world, num_classes=limits)
+                                       world=self.world, num_classes=limits, pin_memory=pin)
         # Samples of the global order one optimizer step consumes (all ranks, micro-batches).
         self.step_samples = dcfg["batch_size"] * self.accumulate * self.world
         if len(self.train_loader) // self.accumulate == 0:
