@@ -19,7 +19,7 @@ from mtvision.registry import ConfigError
 # The headline metric of each task: what "best" checkpoints and summaries use. Whether higher or
 # lower is better is declared in mtvision.metrics.multitask.METRIC_DIRECTION.
 PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1",
-           "depth": "abs_err", "normals": "mean_angle"}
+           "depth": "abs_err", "normals": "mean_angle", "parts": "mIoU", "sal": "maxF"}
 
 
 def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
@@ -28,7 +28,7 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
     for task in model.task_names:
         head_cfg = model_cfg["heads"][task]
         kwargs: dict[str, Any] = {}
-        if task in ("det", "seg", "cls"):
+        if task in ("det", "seg", "cls", "parts"):
             kwargs["num_classes"] = head_cfg["num_classes"]
             kwargs["class_names"] = classes.get(task) or None
         if task == "cls":
@@ -37,6 +37,9 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
             kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
             kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
             kwargs["edge_mode"] = eval_cfg.get("edge_mode", "exact")
+        if task == "sal":
+            kwargs["sal_thresholds"] = eval_cfg.get("sal_thresholds", 19)
+            kwargs["sal_beta2"] = eval_cfg.get("sal_beta2", 0.3)
         metrics[task] = build_metric(task, **kwargs)
     return metrics
 

@@ -31,6 +31,8 @@ METRIC_DIRECTION: dict[str, dict[str, str]] = {
               "delta1": HIGHER, "delta2": HIGHER, "delta3": HIGHER},
     "normals": {"mean_angle": LOWER, "median_angle": LOWER,
                 "within_11.25": HIGHER, "within_22.5": HIGHER, "within_30": HIGHER},
+    "parts": {k: HIGHER for k in ("mIoU", "mAcc", "fwIoU", "pixel_acc")},
+    "sal": {"maxF": HIGHER, "mIoU": HIGHER},
 }
 
 # The metrics Delta_m uses by default (those of them both results have): the usual sets of the
@@ -43,6 +45,9 @@ DELTA_M_METRICS: dict[str, tuple[str, ...]] = {
     "cls": ("top1", "mAP"),
     "depth": ("abs_err", "rel_err"),
     "normals": ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"),
+    # PASCAL-Context's tasks as ASTMT, MTI-Net and InvPT compare them: one metric each.
+    "parts": ("mIoU",),
+    "sal": ("maxF",),
 }
 
 
