@@ -31,9 +31,9 @@ TASK_EXTS = {"seg": (".png",), "edge": (".npy", ".png"), "depth": (".npy",),
              "normals": (".npy", ".png")}
 IMAGE_EXTS = (".jpg", ".png")
 
-# A decoded normals PNG is a unit vector up to quantisation (|n| within ~1 %); pixels far from
-# unit length (black or grey fill) encode no normal and are marked invalid.
-_MIN_NORMAL_NORM = 0.5
+# A decoded normals PNG is a unit vector up to 8-bit quantisation (|n| within ~1 %); pixels far
+# from unit length (a black or grey fill) encode no normal and are marked invalid.
+_UNIT_TOL = 0.1
 _TOL = 1e-3
 
 
@@ -62,7 +62,8 @@ class NYUDMTDataset(ReaderDataset):
     A task is labelled when its folder exists, and then every image of the split needs its file
     there. The edge map is also kept at full resolution as the one annotator of the BSDS
     protocol (evaluated with ``eval.edge_max_dist: 0.011``). PNG normals are renormalised to
-    unit length; pixels whose decoded vector is shorter than 0.5 are invalid. ``image_id`` is
+    unit length; pixels whose decoded vector is not within 10 % of unit length (black or grey
+    fill) are invalid. ``image_id`` is
     the name when numeric, else the position in the list.
     """
 
@@ -167,7 +168,7 @@ class NYUDMTDataset(ReaderDataset):
                                 f"is {hw[1]}x{hw[0]}")
             n = 2.0 * rgb.astype(np.float32) / 255.0 - 1.0
             norm = np.linalg.norm(n, axis=2, keepdims=True)
-            ok = norm >= _MIN_NORMAL_NORM
+            ok = np.abs(norm - 1.0) <= _UNIT_TOL
             return np.where(ok, n / np.maximum(norm, 1e-12), 0.0).astype(np.float32)
         a = load_npy(path)
         if a.shape != (*hw, 3):
