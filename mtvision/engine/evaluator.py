@@ -291,7 +291,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     """Evaluate ``checkpoint`` on the data of ``cfg`` (``data.val_split`` unless ``split``);
     write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``).
 
-    With ``baselines`` (a JSON of single-task results, ``mtvision.engine.baselines``) the
+    With ``baselines`` (a JSON of single-task results or a YAML of published numbers,
+    ``mtvision.engine.baselines``) the
     results also hold ``"delta_m"``, leaving out ``delta_m_exclude`` and the model's auxiliary
     tasks (``model.aux_tasks`` of the checkpoint's config).
     """

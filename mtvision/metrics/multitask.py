@@ -83,8 +83,14 @@ def _chosen(task: str, res: Mapping[str, Any], base: Mapping[str, Any],
                     raise ValueError(f"Delta_m: '{task}.{m}' is not among the {what}")
         return names
     default = DELTA_M_METRICS.get(task, tuple(METRIC_DIRECTION.get(task, {})))
-    return [m for m in default if metric_direction(task, m) is not None
-            and _is_number(res.get(m)) and _is_number(base.get(m))]
+    chosen = [m for m in default if metric_direction(task, m) is not None
+              and _is_number(res.get(m)) and _is_number(base.get(m))]
+    if not chosen:
+        # Published baselines often give one other metric (NYUD-v2 depth: RMSE only): use
+        # every declared metric both have rather than dropping the task.
+        chosen = [m for m in METRIC_DIRECTION.get(task, {})
+                  if _is_number(res.get(m)) and _is_number(base.get(m))]
+    return chosen
 
 
 def delta_m(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]],
@@ -94,7 +100,8 @@ def delta_m(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Ma
 
     Tasks: those in both, less ``exclude`` (e.g. auxiliary tasks). Metrics per task:
     ``metrics[task]`` when given (each must have a declared direction and be in both), else the
-    task's ``DELTA_M_METRICS`` that both have. Returns ``{"per_task": float, "per_metric":
+    task's ``DELTA_M_METRICS`` that both have (when both have none of them, every metric with a
+    declared direction that both have). Returns ``{"per_task": float, "per_metric":
     float, "tasks": {task: mean term}, "metrics": {task: [names]}}``. Raises ValueError when
     nothing can be compared, or a baseline value is 0 or a value is not finite.
     """
