@@ -251,10 +251,11 @@ class PascalMTDataset(ReaderDataset):
             raw.seg = self._same_size(read_label_map(path, "segmentation"), path, hw)
         if self.wants("parts"):
             raw.parts = human_parts_map(self.files["parts"][index], hw)
+        own_edges = self.wants("edge") and self.derive_edges is None
         labels = None
-        if self.wants("edge") or self.wants("normals"):
+        if own_edges or self.wants("normals"):
             labels = context_label_map(self.files["edge"][index], hw)
-        if self.wants("edge") and self.derive_edges is None:
+        if own_edges:
             edge = label_boundaries(labels)
             raw.edge = edge.astype(np.uint8)
             raw.edge_annotators = [edge]
