@@ -170,3 +170,17 @@ def test_nyud_letterboxed_batch(tmp_path: Path) -> None:
     assert (batch["targets"]["seg"][:, :8] == 255).all()
     assert (batch["targets"]["depth"][:, :8] == 0).all()
     assert torch.equal(batch["present"]["depth"], torch.tensor([True, True]))
+
+
+def test_validate_counts_the_labelled_tasks(tmp_path: Path) -> None:
+    from mtvision.data.convert.validate import validate_dataset
+
+    truth = make_pascal_mt(tmp_path, {"val": 3})
+    bad = sorted(truth)[2]
+    pascal_part_mat(tmp_path / "human_parts" / f"{bad}.mat",
+                    [(15, truth[bad]["person"], [("wing", truth[bad]["person"])])])
+    report = validate_dataset(tmp_path, "pascal_mt", "val", progress=False)
+    assert report["valid_images"] == 2 and report["problems_total"] == 1
+    assert "'wing', not a PASCAL-Part person part" in report["problems"][0]["problem"]
+    # Image 0 has annotated people, image 1 a person without parts (no parts label).
+    assert report["stats"]["tasks"] == {"seg": 2, "edge": 2, "normals": 2, "parts": 1, "sal": 2}
