@@ -155,6 +155,9 @@ SCHEMA: dict[str, Any] = {
         "edge_mode": Field(STR, "exact", choices=("exact", "approx")),
         "train_edge_mode": Field(STR, "approx", choices=("exact", "approx")),
         "max_images": Field(INT, None, nullable=True),
+        # Saliency: maxF / mIoU over this many thresholds k / (n + 1), F-beta with this beta^2.
+        "sal_thresholds": Field(INT, 19, minimum=1),
+        "sal_beta2": Field(FLOAT, 0.3),
     },
 }
 

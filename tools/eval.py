@@ -1,8 +1,10 @@
 """Evaluate a checkpoint: python tools/eval.py CONFIG CHECKPOINT [--out FILE.json]
-[--device D] [--split NAME] [--baselines FILE.json [--exclude TASK ...]] [-o key=value ...]
+[--device D] [--split NAME] [--baselines FILE.json|FILE.yaml [--exclude TASK ...]]
+[-o key=value ...]
 
-With --baselines (single-task results, e.g. from tools/train.py --single-task-baselines) the
-results JSON and table also give Delta_m, the mean relative improvement over them in percent."""
+With --baselines (single-task results, e.g. from tools/train.py --single-task-baselines, or a
+YAML of published numbers such as configs/benchmarks/published/*.yaml) the results JSON and
+table also give Delta_m, the mean relative improvement over them in percent."""
 
 from __future__ import annotations
 
@@ -22,8 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="results JSON (default: beside the checkpoint)")
     p.add_argument("--device", default="auto")
     p.add_argument("--split", default=None, help="dataset split (default: data.val_split)")
-    p.add_argument("--baselines", default=None, metavar="FILE.json",
-                   help="single-task results {task: {metric: value}}: adds Delta_m")
+    p.add_argument("--baselines", default=None, metavar="FILE.json|FILE.yaml",
+                   help="single-task results {task: {metric: value}}, or a YAML of published "
+                        "numbers: adds Delta_m")
     p.add_argument("--exclude", action="append", default=[], metavar="TASK",
                    help="task left out of Delta_m (repeatable; model.aux_tasks always are)")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")

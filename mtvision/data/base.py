@@ -86,6 +86,7 @@ class ReaderDataset(Dataset, ABC):
         self.det_classes: list[str] = []
         self.seg_classes: list[str] = []
         self.cls_classes: list[str] = []
+        self.parts_classes: list[str] = []
         self.multi_label = False
         self.tasks: list[str] = []
         self._read_tasks: set[str] = set()
@@ -109,7 +110,8 @@ class ReaderDataset(Dataset, ABC):
 
     def _setup(self, native: Sequence[str], det_classes: Sequence[str] = (),
                seg_classes: Sequence[str] = (), cls_classes: Sequence[str] = (),
-               multi_label: bool = False, has_instances: bool = False) -> None:
+               multi_label: bool = False, has_instances: bool = False,
+               parts_classes: Sequence[str] = ()) -> None:
         """Record the classes and the tasks the files label; resolve derived and requested tasks.
 
         ``has_instances``: the format has instance masks (so ``derive_seg`` and
@@ -118,6 +120,7 @@ class ReaderDataset(Dataset, ABC):
         self.det_classes = list(det_classes)
         self.seg_classes = list(seg_classes)
         self.cls_classes = list(cls_classes)
+        self.parts_classes = list(parts_classes)
         self.multi_label = bool(multi_label)
         available = set(native)
         if self.derive_seg:
@@ -173,9 +176,9 @@ class ReaderDataset(Dataset, ABC):
 
     @property
     def num_classes(self) -> dict[str, int]:
-        """Number of classes per task this dataset feeds (1 for edge, depth and normals)."""
+        """Number of classes per task this dataset feeds (1 for edge, depth, normals, sal)."""
         n = {"det": len(self.det_classes), "seg": len(self.seg_classes),
-             "cls": len(self.cls_classes)}
+             "cls": len(self.cls_classes), "parts": len(self.parts_classes)}
         return {t: n.get(t, 1) for t in self.tasks}
 
     def set_epoch(self, seed: int) -> None:
@@ -223,6 +226,9 @@ class ReaderDataset(Dataset, ABC):
             masks["seg"] = raw.seg
         if "edge" in want and raw.edge is not None:
             masks["edge"] = raw.edge
+        for task in ("parts", "sal"):
+            if task in want and getattr(raw, task) is not None:
+                masks[task] = getattr(raw, task)
         det = "det" in want and raw.boxes is not None
         boxes = np.zeros((0, 4), np.float32)
         labels = np.zeros((0,), np.int64)
@@ -266,7 +272,7 @@ class ReaderDataset(Dataset, ABC):
                 if out.crowd.any():
                     target["crowd_masks"] = torch.from_numpy(out.instance_masks[~keep])
             targets["det"] = target
-        for task in ("seg", "edge"):
+        for task in ("seg", "edge", "parts", "sal"):
             if task in out.masks:
                 targets[task] = torch.from_numpy(out.masks[task].astype(np.int64))
         if "cls" in want and raw.cls is not None:
@@ -296,7 +302,7 @@ class ReaderDataset(Dataset, ABC):
         if raw.image.ndim != 3 or raw.image.shape[2] != 3 or raw.image.dtype != np.uint8:
             raise self._fail(raw, f"image must be HxWx3 uint8, got {raw.image.shape} "
                              f"{raw.image.dtype}")
-        for name in ("seg", "edge", "depth"):
+        for name in ("seg", "edge", "depth", "parts", "sal"):
             m = getattr(raw, name)
             if m is not None and m.shape[:2] != (h, w):
                 raise self._fail(raw, f"{name} map is {m.shape[1]}x{m.shape[0]}, image is "
@@ -319,11 +325,17 @@ class ReaderDataset(Dataset, ABC):
             if bad.any():
                 raise self._fail(raw, f"seg class id {int(raw.seg[bad].max())} out of range "
                                  f"0..{len(self.seg_classes) - 1} (or {MASK_IGNORE} = ignore)")
-        if raw.edge is not None:
-            bad = ~np.isin(raw.edge, (0, 1, MASK_IGNORE))
-            if bad.any():
-                raise self._fail(raw, f"edge map value {int(raw.edge[bad].max())}; expected 0, 1 "
+        for name in ("edge", "sal"):
+            m = getattr(raw, name)
+            bad = None if m is None else ~np.isin(m, (0, 1, MASK_IGNORE))
+            if bad is not None and bad.any():
+                raise self._fail(raw, f"{name} map value {int(m[bad].max())}; expected 0, 1 "
                                  f"or {MASK_IGNORE}")
+        if raw.parts is not None and self.parts_classes:
+            bad = (raw.parts >= len(self.parts_classes)) & (raw.parts != MASK_IGNORE)
+            if bad.any():
+                raise self._fail(raw, f"parts class id {int(raw.parts[bad].max())} out of range "
+                                 f"0..{len(self.parts_classes) - 1} (or {MASK_IGNORE} = ignore)")
         if raw.cls is not None:
             n = len(self.cls_classes)
             values = raw.cls if isinstance(raw.cls, (list, tuple)) else [raw.cls]

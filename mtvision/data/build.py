@@ -139,7 +139,7 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> D
 def dataset_classes(ds: Any) -> dict[str, list[str]]:
     """Class names per task, as stored in checkpoints."""
     return {"det": list(ds.det_classes), "seg": list(ds.seg_classes),
-            "cls": list(ds.cls_classes)}
+            "cls": list(ds.cls_classes), "parts": list(getattr(ds, "parts_classes", []))}
 
 
 def check_classes_agree(ref: dict[str, list[str]], other: dict[str, list[str]],

@@ -18,7 +18,7 @@ def _fill(task: str, example: Any, hw: tuple[int, int]) -> Any:
     if task == "det":
         return {"boxes": torch.zeros((0, 4), dtype=torch.float32),
                 "labels": torch.zeros((0,), dtype=torch.int64)}
-    if task in ("seg", "edge"):
+    if task in ("seg", "edge", "parts", "sal"):
         return torch.full(hw, IGNORE, dtype=torch.int64)
     if task == "cls":
         if example.dim() == 0:  # single label
@@ -72,7 +72,7 @@ def collate(samples: list[dict[str, Any] | None],
     "file_names", "orig_sizes", "targets": {task: ...}, "present": {task: bool[B]}}``.
 
     A task appears in ``targets`` / ``present`` when at least one sample has it; samples
-    without it get an empty det target, seg/edge maps full of 255, or cls -1 (multi-label:
+    without it get an empty det target, seg/edge/parts/sal maps full of 255, or cls -1 (multi-label:
     zeros), depth and normals zeros (invalid), and ``present`` False. Target formats:
     ``mtvision.models.heads.base``. ``"edge_gts"`` lists each sample's full-resolution annotator
     boundary maps (``None`` where it has none), for the edge benchmark protocol.

@@ -45,6 +45,7 @@ class MixedDataset(Dataset):
         self.det_classes = self._classes("det", "det_classes")
         self.seg_classes = self._classes("seg", "seg_classes")
         self.cls_classes = self._classes("cls", "cls_classes")
+        self.parts_classes = self._classes("parts", "parts_classes")
         self.multi_label = any(ds.multi_label for ds in self.datasets if "cls" in ds.tasks)
 
     def _classes(self, task: str, attr: str) -> list[str]:
@@ -64,7 +65,7 @@ class MixedDataset(Dataset):
     @property
     def num_classes(self) -> dict[str, int]:
         n = {"det": len(self.det_classes), "seg": len(self.seg_classes),
-             "cls": len(self.cls_classes)}
+             "cls": len(self.cls_classes), "parts": len(self.parts_classes)}
         return {t: n.get(t, 1) for t in self.tasks}
 
     @property

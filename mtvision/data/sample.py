@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Tasks the data layer knows, in the order batches list them.
-TASKS = ("det", "seg", "edge", "cls", "depth", "normals")
+# ``parts`` (human-part segmentation) and ``sal`` (binary saliency) are the dense multi-task
+# benchmarks' tasks (PASCAL-Context, ``formats/pascal_mt.py``).
+TASKS = ("det", "seg", "edge", "cls", "depth", "normals", "parts", "sal")
 
 
 @dataclass
@@ -20,7 +22,9 @@ class RawSample:
     ``seg`` uint8[H, W] class ids (255 = ignore); ``edge`` uint8[H, W] (1 edge, 0 not,
     255 ignore); ``edge_annotators`` the separate annotators' bool boundary maps (BSDS500), kept
     at full resolution for the benchmark protocol; ``depth`` float32[H, W] (0 = invalid);
-    ``normals`` float32[H, W, 3] (zero vector = invalid); ``cls`` an int or a list of ints.
+    ``normals`` float32[H, W, 3] (zero vector = invalid); ``cls`` an int or a list of ints;
+    ``parts`` uint8[H, W] human-part class ids (255 = ignore); ``sal`` uint8[H, W] saliency
+    (1 salient, 0 not, 255 ignore).
     """
 
     image: np.ndarray
@@ -38,6 +42,8 @@ class RawSample:
     depth: np.ndarray | None = None
     normals: np.ndarray | None = None
     cls: int | list[int] | None = None
+    parts: np.ndarray | None = None
+    sal: np.ndarray | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -48,5 +54,6 @@ class RawSample:
         """The tasks this sample has labels for."""
         have = {"det": self.boxes is not None, "seg": self.seg is not None,
                 "edge": self.edge is not None, "cls": self.cls is not None,
-                "depth": self.depth is not None, "normals": self.normals is not None}
+                "depth": self.depth is not None, "normals": self.normals is not None,
+                "parts": self.parts is not None, "sal": self.sal is not None}
         return [t for t in TASKS if have[t]]

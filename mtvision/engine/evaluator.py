@@ -20,7 +20,7 @@ from mtvision.registry import ConfigError
 # The headline metric of each task: what "best" checkpoints and summaries use. Whether higher or
 # lower is better is declared in mtvision.metrics.multitask.METRIC_DIRECTION.
 PRIMARY = {"det": "mAP", "seg": "mIoU", "edge": "ODS", "cls": "top1",
-           "depth": "abs_err", "normals": "mean_angle"}
+           "depth": "abs_err", "normals": "mean_angle", "parts": "mIoU", "sal": "maxF"}
 
 
 def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
@@ -29,7 +29,7 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
     for task in model.task_names:
         head_cfg = model_cfg["heads"][task]
         kwargs: dict[str, Any] = {}
-        if task in ("det", "seg", "cls"):
+        if task in ("det", "seg", "cls", "parts"):
             kwargs["num_classes"] = head_cfg["num_classes"]
             kwargs["class_names"] = classes.get(task) or None
         if task == "cls":
@@ -38,6 +38,9 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
             kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
             kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
             kwargs["edge_mode"] = eval_cfg.get("edge_mode", "exact")
+        if task == "sal":
+            kwargs["sal_thresholds"] = eval_cfg.get("sal_thresholds", 19)
+            kwargs["sal_beta2"] = eval_cfg.get("sal_beta2", 0.3)
         metrics[task] = build_metric(task, **kwargs)
     return metrics
 
@@ -289,7 +292,8 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     """Evaluate ``checkpoint`` on the data of ``cfg`` (``data.val_split`` unless ``split``);
     write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``).
 
-    With ``baselines`` (a JSON of single-task results, ``mtvision.engine.baselines``) the
+    With ``baselines`` (a JSON of single-task results or a YAML of published numbers,
+    ``mtvision.engine.baselines``) the
     results also hold ``"delta_m"``, leaving out ``delta_m_exclude`` and the model's auxiliary
     tasks (``model.aux_tasks`` of the checkpoint's config).
     """

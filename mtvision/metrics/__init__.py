@@ -1,4 +1,4 @@
-"""Evaluation metrics per task (det, seg, edge, cls, depth, normals) and the multi-task
+"""Evaluation metrics per task (det, seg, edge, cls, depth, normals, parts, sal) and the multi-task
 Delta_m; they know nothing of the models."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from mtvision.metrics.multitask import (
     metric_direction,
 )
 from mtvision.metrics.normals import NormalsMetric, angle_errors
+from mtvision.metrics.saliency import SaliencyMetric
 from mtvision.metrics.segmentation import (
     SegmentationMetric,
     format_per_class_table,
@@ -26,7 +27,7 @@ from mtvision.metrics.segmentation import (
 )
 from mtvision.registry import ConfigError, closest
 
-TASKS = ("det", "seg", "edge", "cls", "depth", "normals")
+TASKS = ("det", "seg", "edge", "cls", "depth", "normals", "parts", "sal")
 
 __all__ = [
     "DELTA_M_METRICS",
@@ -38,6 +39,7 @@ __all__ = [
     "EdgeMetric",
     "Metric",
     "NormalsMetric",
+    "SaliencyMetric",
     "SegmentationMetric",
     "angle_errors",
     "average_precision",
@@ -63,6 +65,8 @@ def build_metric(
     edge_max_dist: float = 0.0075,
     edge_mode: str = "exact",
     cat_ids: Sequence[int] | None = None,
+    sal_thresholds: int | Sequence[float] = 19,
+    sal_beta2: float = 0.3,
 ) -> Metric:
     """The metric of ``task``, given the options it uses.
 
@@ -70,7 +74,10 @@ def build_metric(
     contiguous label); seg: ``num_classes``, ``class_names`` (ignore 255);
     edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults), ``edge_mode`` ("exact": the
     BSDS pixel correspondence, "approx": faster distance matching, scores somewhat higher);
-    cls: ``num_classes``, ``multi_label``; depth and normals: no option.
+    cls: ``num_classes``, ``multi_label``; depth and normals: no option; parts (human parts):
+    as seg, scored over the images that have the task's labels (images with people); sal:
+    ``sal_thresholds`` (a count of evenly spaced thresholds, or the values) and ``sal_beta2``
+    (``mtvision.metrics.saliency``).
     ``num_classes`` defaults to ``len(class_names)``.
     """
     if task not in TASKS:
@@ -80,6 +87,8 @@ def build_metric(
         return DepthMetric()
     if task == "normals":
         return NormalsMetric()
+    if task == "sal":
+        return SaliencyMetric(sal_thresholds, sal_beta2)
     if task == "edge":
         if edge_mode not in EDGE_MODES:
             raise ConfigError(f"unknown edge_mode '{edge_mode}'; available: "
@@ -91,6 +100,6 @@ def build_metric(
         num_classes = len(class_names)
     if task == "det":
         return DetectionMetric(num_classes, class_names=class_names, cat_ids=cat_ids)
-    if task == "seg":
+    if task in ("seg", "parts"):
         return SegmentationMetric(num_classes, class_names=class_names)
     return ClassificationMetric(num_classes, multi_label=multi_label)

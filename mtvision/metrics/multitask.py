@@ -31,6 +31,8 @@ METRIC_DIRECTION: dict[str, dict[str, str]] = {
               "delta1": HIGHER, "delta2": HIGHER, "delta3": HIGHER},
     "normals": {"mean_angle": LOWER, "median_angle": LOWER,
                 "within_11.25": HIGHER, "within_22.5": HIGHER, "within_30": HIGHER},
+    "parts": {k: HIGHER for k in ("mIoU", "mAcc", "fwIoU", "pixel_acc")},
+    "sal": {"maxF": HIGHER, "mIoU": HIGHER},
 }
 
 # The metrics Delta_m uses by default (those of them both results have): the usual sets of the
@@ -43,6 +45,9 @@ DELTA_M_METRICS: dict[str, tuple[str, ...]] = {
     "cls": ("top1", "mAP"),
     "depth": ("abs_err", "rel_err"),
     "normals": ("mean_angle", "median_angle", "within_11.25", "within_22.5", "within_30"),
+    # PASCAL-Context's tasks as ASTMT, MTI-Net and InvPT compare them: one metric each.
+    "parts": ("mIoU",),
+    "sal": ("maxF",),
 }
 
 
@@ -78,8 +83,14 @@ def _chosen(task: str, res: Mapping[str, Any], base: Mapping[str, Any],
                     raise ValueError(f"Delta_m: '{task}.{m}' is not among the {what}")
         return names
     default = DELTA_M_METRICS.get(task, tuple(METRIC_DIRECTION.get(task, {})))
-    return [m for m in default if metric_direction(task, m) is not None
-            and _is_number(res.get(m)) and _is_number(base.get(m))]
+    chosen = [m for m in default if metric_direction(task, m) is not None
+              and _is_number(res.get(m)) and _is_number(base.get(m))]
+    if not chosen:
+        # Published baselines often give one other metric (NYUD-v2 depth: RMSE only): use
+        # every declared metric both have rather than dropping the task.
+        chosen = [m for m in METRIC_DIRECTION.get(task, {})
+                  if _is_number(res.get(m)) and _is_number(base.get(m))]
+    return chosen
 
 
 def delta_m(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Mapping[str, Any]],
@@ -89,7 +100,8 @@ def delta_m(results: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Ma
 
     Tasks: those in both, less ``exclude`` (e.g. auxiliary tasks). Metrics per task:
     ``metrics[task]`` when given (each must have a declared direction and be in both), else the
-    task's ``DELTA_M_METRICS`` that both have. Returns ``{"per_task": float, "per_metric":
+    task's ``DELTA_M_METRICS`` that both have (when both have none of them, every metric with a
+    declared direction that both have). Returns ``{"per_task": float, "per_metric":
     float, "tasks": {task: mean term}, "metrics": {task: [names]}}``. Raises ValueError when
     nothing can be compared, or a baseline value is 0 or a value is not finite.
     """

@@ -116,3 +116,12 @@ class FPNSegHead(TaskHead):
                 outputs.float(), size=tuple(image_size), mode="bilinear", align_corners=False
             )
         return list(outputs.argmax(1))
+
+
+@HEADS.register("fpn_parts")
+class FPNPartsHead(FPNSegHead):
+    """Human-part segmentation (PASCAL-Context's ``parts`` task: background and the body parts
+    of the dataset's part grouping): the Panoptic-FPN semantic head with its own classes, trained
+    and scored only on the images that carry part labels (those with people)."""
+
+    task = "parts"
