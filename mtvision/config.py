@@ -129,6 +129,8 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": Field(FLOAT, 10.0, nullable=True),
         "amp": Field(STR, "auto", choices=("auto", "none", "bf16", "fp16")),
         "channels_last": Field(BOOL, False),
+        # torch.compile of backbone, neck and heads: false, true (inductor) or a backend name.
+        "compile": Field((bool, str), False),
         "log_interval": Field(INT, 20, minimum=1),
         "eval_interval": Field(INT, 1, minimum=1),
         "checkpoint_interval": Field(INT, 1, minimum=1),

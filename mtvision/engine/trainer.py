@@ -37,6 +37,7 @@ from mtvision.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from mtvision.engine.compile import compile_backend, compile_model
 from mtvision.engine.device import amp_dtype, resolve_device, tune_cudnn
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
 from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
@@ -238,6 +239,9 @@ class Trainer:
         self.memory_format = (torch.channels_last if tcfg["channels_last"]
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
+        backend = compile_backend(tcfg["compile"])
+        if backend is not None:
+            compile_model(self.model, backend)
         self.balancer = build_balancer(cfg["balancer"], self.model.task_names).to(self.device)
         check_sharing_balancer(cfg, self.model, self.balancer.requires)
         if self.accumulate > 1 and self.balancer.requires == "feature":
