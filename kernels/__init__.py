@@ -10,9 +10,9 @@ What runs where:
     CUDA without Triton        the PyTorch reference, with one warning line the first time.
     ``TRITON_INTERPRET=1``     ``backend="triton"`` also runs the kernels on CPU tensors, in
                                Triton's interpreter (how the tests check kernels against their
-                               references without a GPU). Triton reads the variable when a
-                               kernel module is imported, so it must be set before the first
-                               Triton call (tests/conftest.py sets it).
+                               references without a GPU). Set it before ``import kernels``:
+                               Triton reads it when it is imported (on the first Triton call)
+                               and when each kernel module is; tests/conftest.py sets it.
 
 ``last_backend()`` tells which backend (``"triton"`` or ``"torch"``) the most recent kernel
 call used; the ``kernels`` logger also says it at DEBUG level the first time each is chosen.
@@ -88,12 +88,14 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
             return _record("torch")
         return _record("triton")
     if backend == "triton":
-        if not triton_available():
-            raise RuntimeError(f"backend='triton' but Triton is not importable: "
-                               f"{triton_import_error()}")
+        # Checked before Triton is imported: Triton's own kernels (tl.sum...) are compiled or
+        # interpreted according to the variable at that import.
         if not tensor.is_cuda and not (INTERPRET and os.environ.get("TRITON_INTERPRET") == "1"):
             raise RuntimeError("backend='triton' on CPU tensors needs TRITON_INTERPRET=1, set "
                                "before kernels is imported")
+        if not triton_available():
+            raise RuntimeError(f"backend='triton' but Triton is not importable: "
+                               f"{triton_import_error()}")
     return _record(backend)
 
 
