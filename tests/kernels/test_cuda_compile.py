@@ -37,7 +37,8 @@ def compile_ptx(kernel, types: dict[str, str], constexprs: dict[str, object]) ->
     return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
 
 
-CE = {"logits_ptr": "*bf16", "target_ptr": "*i64", "weight_ptr": "*fp32", "grad_ptr": "*bf16",
+# Gradients are stored in float32 whatever the logits' dtype (kernels.cross_entropy).
+CE = {"logits_ptr": "*bf16", "target_ptr": "*i64", "weight_ptr": "*fp32", "grad_ptr": "*fp32",
       "loss_ptr": "*fp32", "partial_ptr": "*fp32", "S": "i32", "C": "i32",
       "ignore_index": "i32", "one_minus_eps": "fp32", "eps_over_c": "fp32"}
 GRAM = {"g_ptr": "*bf16", "partial_ptr": "*fp32", "T": "i32", "P": "i64", "stride_t": "i64",
@@ -46,7 +47,7 @@ ROWS = {"g_ptr": "*bf16", "w_ptr": "*fp32", "out_ptr": "*bf16", "T": "i32", "P":
         "stride_t": "i64", "stride_out": "i64"}
 DROP = {"g_ptr": "*bf16", "u_ptr": "*fp32", "out_ptr": "*fp32", "T": "i32", "P": "i64",
         "stride_t": "i64", "eps": "fp32"}
-EDGE = {"logits_ptr": "*fp16", "target_ptr": "*i64", "grad_ptr": "*fp16", "loss_ptr": "*fp32",
+EDGE = {"logits_ptr": "*fp16", "target_ptr": "*i64", "grad_ptr": "*fp32", "loss_ptr": "*fp32",
         "partial_ptr": "*fp32", "S": "i32", "K": "i32", "ignore_index": "i32"}
 
 
@@ -63,14 +64,14 @@ CASES = {
     "edge": (edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=True, PER_PIXEL=True, BLOCK_P=1024)),
     "edge_eval": (edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=False, PER_PIXEL=False,
                                                BLOCK_P=1024)),
-    "focal": (focal_kernel, {"x_ptr": "*bf16", "t_ptr": "*bf16", "grad_ptr": "*bf16",
+    "focal": (focal_kernel, {"x_ptr": "*bf16", "t_ptr": "*bf16", "grad_ptr": "*fp32",
                               "loss_ptr": "*fp32", "partial_ptr": "*fp32", "M": "i32",
                               "alpha": "fp32", "gamma": "fp32"},
               dict(USE_ALPHA=True, COMPUTE_GRAD=True, PER_ELEMENT=False, BLOCK=1024)),
     "seg_edge": (dense_kernel, {
-        "seg_ptr": "*fp16", "seg_t_ptr": "*i64", "weight_ptr": "*fp32", "seg_grad_ptr": "*fp16",
+        "seg_ptr": "*fp16", "seg_t_ptr": "*i64", "weight_ptr": "*fp32", "seg_grad_ptr": "*fp32",
         "seg_partial_ptr": "*fp32", "edge_ptr": "*fp16", "edge_t_ptr": "*i64",
-        "edge_grad_ptr": "*fp16", "edge_partial_ptr": "*fp32", "S": "i32", "C": "i32",
+        "edge_grad_ptr": "*fp32", "edge_partial_ptr": "*fp32", "S": "i32", "C": "i32",
         "K": "i32", "seg_ignore": "i32", "edge_ignore": "i32", "one_minus_eps": "fp32",
         "eps_over_c": "fp32"}, dict(
         HAS_SEG=True, HAS_EDGE=True, HAS_WEIGHT=False, SMOOTH=False, SEG_GRAD=True,
