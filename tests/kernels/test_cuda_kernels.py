@@ -58,6 +58,16 @@ def torch_edge(x, t, reduction="mean"):
     return edge_bce_reference(x, t, reduction=reduction)
 
 
+def loss_weight(shape, dtype, seed=99, mean=True):
+    """Random weights of the loss elements (the incoming gradient), for a ``mean`` over
+    millions of elements times GradScaler's initial 2^16 in float16: its gradients are below
+    float16's normal range otherwise, where the two sides' roundings of nearly equal float32
+    values differ by whole subnormal steps. AMP training scales the same way."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    w = torch.randn(shape, generator=g, device="cuda")
+    return w * 2.0**16 if dtype == torch.float16 and mean else w
+
+
 def check_backend_was(expected: str = "triton") -> None:
     assert kernels.last_backend() == expected
 
@@ -71,7 +81,7 @@ def check_backend_was(expected: str = "triton") -> None:
 ])
 def test_cross_entropy(shape, dtype):
     x, t = randn(shape, dtype, 0), labels(shape[1], (shape[0], *shape[2:]), 1, ignore=0.2)
-    loss, grad, gw = run(kernels.seg_cross_entropy, x, t)
+    loss, grad, gw = run(kernels.seg_cross_entropy, x, t, gw=loss_weight((), dtype))
     check_backend_was("triton")
     ref_loss, ref_grad, _ = run(torch_ce, x, t, gw=gw)
     assert loss.dtype == torch.float32 and grad.dtype == dtype
@@ -96,7 +106,7 @@ def test_cross_entropy_per_pixel(dtype):
 ])
 def test_edge_bce(shape, dtype):
     x, t = randn(shape, dtype, 4), labels(2, (shape[0], *shape[2:]), 5, ignore=0.05)
-    loss, grad, gw = run(kernels.edge_bce, x, t)
+    loss, grad, gw = run(kernels.edge_bce, x, t, gw=loss_weight((), dtype))
     check_backend_was("triton")
     ref_loss, ref_grad, _ = run(torch_edge, x, t, gw=gw)
     assert_close(loss, ref_loss, LOSS_TOL)
@@ -110,7 +120,7 @@ def test_edge_bce_maps(dtype):
     def ref(x, t):
         return torch.stack([edge_bce_reference(x[:, k], t) for k in range(x.shape[1])])
 
-    loss, grad, gw = run(kernels.edge_bce_maps, x, t)
+    loss, grad, gw = run(kernels.edge_bce_maps, x, t, gw=loss_weight((5,), dtype))
     ref_loss, ref_grad, _ = run(ref, x, t, gw=gw)
     assert_close(loss, ref_loss, LOSS_TOL)
     assert_close(grad, ref_grad, GRAD_TOL[dtype])
@@ -124,7 +134,8 @@ def test_focal(dtype, reduction):
     g = torch.Generator(device="cuda").manual_seed(9)
     t = (torch.rand(x.shape, generator=g, device="cuda") < 0.002).float()
     kw = dict(alpha=0.25, gamma=2.0, reduction=reduction)
-    loss, grad, gw = run(kernels.sigmoid_focal_loss, x, t, **kw)
+    gw = loss_weight((), dtype, mean=reduction == "mean")
+    loss, grad, gw = run(kernels.sigmoid_focal_loss, x, t, gw=gw, **kw)
     check_backend_was("triton")
 
     def ref(x, t, **kw):
@@ -140,9 +151,7 @@ def test_dense_losses(dtype):
     N, C, K, H, W = 4, 21, 5, 512, 512
     seg, edge = randn((N, C, H, W), dtype, 10), randn((N, K, H, W), dtype, 11)
     seg_t, edge_t = labels(C, (N, H, W), 12, ignore=0.1), labels(2, (N, H, W), 13, ignore=0.05)
-    g = torch.Generator(device="cuda").manual_seed(14)
-    gs, ge = torch.randn((), generator=g, device="cuda"), torch.randn(K, generator=g,
-                                                                      device="cuda")
+    gs, ge = loss_weight((), dtype, seed=14), loss_weight((K,), dtype, seed=15)
     results = {}
     for backend in ("auto", "torch"):
         s, e = seg.clone().requires_grad_(), edge.clone().requires_grad_()
