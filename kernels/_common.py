@@ -62,14 +62,25 @@ def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(num))
 
 
+def grad_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels store dL/dlogits in until backward has scaled it, for logits of
+    ``dtype``: float32 for float16, whose range would flush small gradients (focal easy
+    negatives, ``sigmoid(x) - y`` far from an edge: below 6e-8) to zero before backward
+    multiplies in the loss scale and the mean's 1/n. bfloat16 has float32's exponent range, so
+    nothing flushes and its gradient keeps 2 bytes; float32 stays float32."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def scaled_grad(stored: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``stored * scale`` computed in float32 and rounded once, to ``dtype``: the kernels keep
-    dL/dlogits in float32 because in float16 small values (focal easy negatives,
-    ``sigmoid(x) - y`` far from an edge) flush to zero before backward multiplies in the loss
-    scale and the mean's 1/n. Out of place, so a graph kept with retain_graph=True can be
-    walked again; no float32 temporary of the gradient's size."""
+    """``stored * scale`` computed in float32 and rounded once, to ``dtype``. Out of place, so
+    a graph kept with retain_graph=True can be walked again; no float32 temporary of the
+    gradient's size."""
+    scale = scale.float()
+    # A scale with as many dims as ``stored`` takes part in type promotion (a 0-dim one would
+    # be rounded to a 16-bit ``stored``'s dtype first): the product is formed in float32.
+    scale = scale.reshape((1,) * (stored.dim() - scale.dim()) + tuple(scale.shape))
     out = torch.empty(stored.shape, device=stored.device, dtype=dtype)
-    return torch.mul(stored, scale.float(), out=out)
+    return torch.mul(stored, scale, out=out)
 
 
 # ---------------------------------------------------------------- launching

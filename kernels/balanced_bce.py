@@ -7,11 +7,12 @@ non-ignored pixel weighs 1). ``mean`` divides the weighted sum of the per-pixel
 ``BCEWithLogits`` by the number of non-ignored pixels in the batch (0 when there are none).
 
 One pass reads the logits and targets and writes, per program, the BCE sums over positive and
-negative pixels and their counts, plus the unweighted gradient ``sigmoid(x) - y`` in float32;
-the weights need the whole image's counts, so backward applies them and rounds once to the
-logits' dtype. Float32, because in float16 ``sigmoid(x)`` of a confident non-edge pixel
-(x < -17) flushes to zero before backward multiplies in the loss scale and the weights; it
-keeps 4 bytes per pixel until backward, where recomputing would read logits and targets again.
+negative pixels and their counts, plus the unweighted gradient ``sigmoid(x) - y`` (in float32
+for float16 logits: ``kernels._common.grad_dtype``); the weights need the whole image's counts,
+so backward applies them and rounds once to the logits' dtype. Float32 because in float16
+``sigmoid(x)`` of a confident non-edge pixel (x < -17) would flush to zero before backward
+multiplies in the loss scale and the weights; ``kernels.cross_entropy`` gives the cost and the
+alternative.
 Several maps may share one target (HED's side outputs and fused map): the target is then read
 once for all of them.
 """
@@ -27,6 +28,7 @@ from kernels._common import (
     check_dense_pair,
     check_logits,
     check_reduction,
+    grad_dtype,
     jit_module,
     launch,
     needs_grad,
@@ -119,13 +121,13 @@ def edge_finish(partial: torch.Tensor, N: int, K: int, balanced: bool, reduction
 
 def edge_grad(stored: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor,
               g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The gradient of ``sum_k g_k loss_k`` in ``dtype`` from the stored float32
-    ``sigmoid(x) - y`` [N, K, S].
+    """The gradient of ``sum_k g_k loss_k`` in ``dtype`` from the stored ``sigmoid(x) - y``
+    [N, K, S].
 
     The stored value is <= 0 on edge pixels and >= 0 elsewhere, and 0 only where the gradient
     is 0 whatever its weight, so its sign tells which weight applies without reading the
     target again."""
-    g = g.float().reshape(1, -1, 1)
+    g = g.float().reshape(1, -1, 1)  # (stored: float32 or bfloat16, see grad_dtype)
     w = torch.where(stored < 0, w_pos[:, None, None] * g, w_neg[:, None, None] * g)
     return scaled_grad(stored, w, dtype)
 
@@ -133,12 +135,13 @@ def edge_grad(stored: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor,
 def edge_launch(
     x: torch.Tensor, t: torch.Tensor, ignore_index: int, per_pixel: bool, compute_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Run on logits [N, K, S] and target [N, S]: (partials, float32 grad or None, per-pixel
-    BCE)."""
+    """Run on logits [N, K, S] and target [N, S]: (partials, unweighted gradient in
+    ``grad_dtype`` or None, per-pixel BCE)."""
     N, K, S = x.shape
     block_p, grid = edge_config(N, S)
     partial = torch.empty((grid[0], 2 + 2 * K), device=x.device, dtype=torch.float32)
-    grad = torch.empty(x.shape, device=x.device, dtype=torch.float32) if compute_grad else None
+    gdt = grad_dtype(x.dtype)
+    grad = torch.empty(x.shape, device=x.device, dtype=gdt) if compute_grad else None
     loss = torch.empty(x.shape, device=x.device, dtype=torch.float32) if per_pixel else None
     launch(
         jit_module("balanced_bce").edge_bce_kernel, grid, x,

@@ -6,12 +6,15 @@ again. Here one pass over the logits and targets gives the loss and, when the lo
 grad, the gradient ``dL/dlogits`` up to the scalar (or per-pixel) factor that only backward
 knows: backward multiplies once and rounds once to the logits' dtype.
 
-The stored gradient is float32 whatever the logits' dtype: in float16, ``p`` of a confidently
-wrong-by-a-margin class (``p < 6e-8``) would flush to zero before backward multiplies in the
-loss scale and the mean's 1/n, exactly what GradScaler exists to prevent. It keeps 4 bytes per
-logit until backward, as autocast's float32 ``F.cross_entropy`` keeps its float32
-log-probabilities; recomputing it in backward instead would read the logits and targets a
-second time and need a second kernel per family.
+For float16 logits the stored gradient is float32 (``kernels._common.grad_dtype``): in float16
+the ``p`` of a class far below the best (``p < 6e-8``) would flush to zero before backward
+multiplies in the loss scale and the mean's 1/n, exactly what GradScaler exists to prevent.
+bfloat16 (float32's exponent range) and float32 logits store their own dtype. The cost, float16
+only: 4 bytes per logit held until backward instead of 2 (autocast's float32 ``F.cross_entropy``
+holds float32 log-probabilities too) and 4 more bytes moved per logit. Recomputing the gradient
+in backward from the saved logits would hold and move less, but needs a second kernel per
+family and a second read of the targets; the float32 store keeps one kernel and a backward that
+is one multiply.
 
 Per pixel i with target t, weights w (1 without ``weight``), smoothing e and C classes::
 
@@ -34,6 +37,7 @@ from kernels._common import (
     cdiv,
     check_logits,
     check_reduction,
+    grad_dtype,
     jit_module,
     launch,
     needs_grad,
@@ -117,11 +121,11 @@ def ce_launch(
     label_smoothing: float, per_pixel: bool, compute_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel on [N, C, S] / [N, S]: (per-pixel loss [N, S] or per-program partials
-    [P, 2], the unscaled float32 gradient or None)."""
+    [P, 2], the unscaled gradient in ``grad_dtype`` or None)."""
     N, C, S = x.shape
     single, block_c, block_p, grid = ce_config(N, C, S)
     # x: an unused pointer when no gradient is stored.
-    grad = torch.empty(x.shape, device=x.device, dtype=torch.float32) if compute_grad else x
+    grad = torch.empty(x.shape, device=x.device, dtype=grad_dtype(x.dtype)) if compute_grad else x
     if per_pixel:
         out = torch.empty((N, S), device=x.device, dtype=torch.float32)
         partial = out

@@ -6,12 +6,11 @@ fused with its gradient; the formula of ``torchvision.ops.sigmoid_focal_loss``::
     dloss/dx = alpha_t * ((p - t) q^gamma - gamma ce q^(gamma - 1) p (1 - p) (2t - 1))
 
 One pass reads logits and targets and writes the loss (per element, or one partial sum per
-program) and, when the logits require grad, the gradient in float32; backward only scales it
-and rounds once to the logits' dtype. A float32 gradient, not one in the logits' dtype: for an
-easy negative (p < 3e-3) the gradient is below float16's smallest subnormal until the loss
-scale multiplies it, and would flush to zero. It costs 4 bytes per element until backward,
-what autocast's float32 focal loss keeps too; recomputing it in backward instead would read
-the logits and targets a second time.
+program) and, when the logits require grad, the gradient (in float32 for float16 logits:
+``kernels._common.grad_dtype``); backward only scales it and rounds once to the logits' dtype.
+In float16 the gradient of an easy negative (p < 3e-3) is below the smallest subnormal until
+the loss scale multiplies it, and would flush to zero; ``kernels.cross_entropy`` gives the cost
+and the alternative.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from kernels._common import (
     cdiv,
     check_logits,
     check_reduction,
+    grad_dtype,
     jit_module,
     launch,
     needs_grad,
@@ -62,7 +62,7 @@ def _launch(x: torch.Tensor, t: torch.Tensor, alpha: float, gamma: float, per_el
     M = x.numel()
     block, grid = focal_config(M)
     out = torch.empty(M if per_element else grid[0], device=x.device, dtype=torch.float32)
-    grad = torch.empty(M, device=x.device, dtype=torch.float32) if compute_grad else None
+    grad = torch.empty(M, device=x.device, dtype=grad_dtype(x.dtype)) if compute_grad else None
     launch(
         jit_module("focal").focal_kernel, grid, x,
         x, t, x if grad is None else grad, out, out, M, float(alpha), float(gamma),

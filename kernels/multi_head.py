@@ -18,6 +18,7 @@ from kernels._common import (
     check_dense_pair,
     check_logits,
     check_reduction,
+    grad_dtype,
     jit_module,
     launch,
     needs_grad,
@@ -61,10 +62,12 @@ class _DenseFn(torch.autograd.Function):
         dev = ref.device
         seg_partial = torch.empty((grid[0], 2), device=dev, dtype=torch.float32)
         edge_partial = torch.empty((grid[0], 2 + 2 * K), device=dev, dtype=torch.float32)
-        # Gradients in float32 until backward has scaled them (see kernels.cross_entropy).
-        f32 = dict(device=dev, dtype=torch.float32)
-        seg_g = torch.empty(seg_x.shape, **f32) if has_seg and seg_grad else None
-        edge_g = torch.empty(edge_x.shape, **f32) if has_edge and edge_grad_on else None
+        # Float16 gradients are stored in float32 until backward has scaled them (grad_dtype).
+        seg_g = edge_g = None
+        if has_seg and seg_grad:
+            seg_g = torch.empty(seg_x.shape, device=dev, dtype=grad_dtype(seg_x.dtype))
+        if has_edge and edge_grad_on:
+            edge_g = torch.empty(edge_x.shape, device=dev, dtype=grad_dtype(edge_x.dtype))
         w = None if weight is None else weight.to(device=dev, dtype=torch.float32).contiguous()
         dummy = seg_partial
         launch(

@@ -37,8 +37,8 @@ def compile_ptx(kernel, types: dict[str, str], constexprs: dict[str, object]) ->
     return triton.compile(src, target=GPUTarget("cuda", 90, 32)).asm["ptx"]
 
 
-# Gradients are stored in float32 whatever the logits' dtype (kernels.cross_entropy).
-CE = {"logits_ptr": "*bf16", "target_ptr": "*i64", "weight_ptr": "*fp32", "grad_ptr": "*fp32",
+# Gradients are stored in the logits' dtype, float32 for float16 logits (_common.grad_dtype).
+CE = {"logits_ptr": "*bf16", "target_ptr": "*i64", "weight_ptr": "*fp32", "grad_ptr": "*bf16",
       "loss_ptr": "*fp32", "partial_ptr": "*fp32", "S": "i32", "C": "i32",
       "ignore_index": "i32", "one_minus_eps": "fp32", "eps_over_c": "fp32"}
 GRAM = {"g_ptr": "*bf16", "partial_ptr": "*fp32", "T": "i32", "P": "i64", "stride_t": "i64",
@@ -64,7 +64,7 @@ CASES = {
     "edge": (edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=True, PER_PIXEL=True, BLOCK_P=1024)),
     "edge_eval": (edge_bce_kernel, EDGE, dict(COMPUTE_GRAD=False, PER_PIXEL=False,
                                                BLOCK_P=1024)),
-    "focal": (focal_kernel, {"x_ptr": "*bf16", "t_ptr": "*bf16", "grad_ptr": "*fp32",
+    "focal": (focal_kernel, {"x_ptr": "*bf16", "t_ptr": "*bf16", "grad_ptr": "*bf16",
                               "loss_ptr": "*fp32", "partial_ptr": "*fp32", "M": "i32",
                               "alpha": "fp32", "gamma": "fp32"},
               dict(USE_ALPHA=True, COMPUTE_GRAD=True, PER_ELEMENT=False, BLOCK=1024)),
