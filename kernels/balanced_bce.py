@@ -7,26 +7,34 @@ non-ignored pixel weighs 1). ``mean`` divides the weighted sum of the per-pixel
 ``BCEWithLogits`` by the number of non-ignored pixels in the batch (0 when there are none).
 
 One pass reads the logits and targets and writes, per program, the BCE sums over positive and
-negative pixels and their counts, plus the unweighted gradient ``sigmoid(x) - y``; the weights
-need the whole image's counts, so backward applies them. Several maps may share one target
-(HED's side outputs and fused map): the target is then read once for all of them.
+negative pixels and their counts, plus the unweighted gradient ``sigmoid(x) - y`` (in float32
+for float16 logits: ``kernels._common.grad_dtype``); the weights need the whole image's counts,
+so backward applies them and rounds once to the logits' dtype. Float32 because in float16
+``sigmoid(x)`` of a confident non-edge pixel (x < -17) would flush to zero before backward
+multiplies in the loss scale and the weights; ``kernels.cross_entropy`` gives the cost and the
+alternative.
+Several maps may share one target (HED's side outputs and fused map): the target is then read
+once for all of them.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from kernels import INTERPRET, resolve_backend
 from kernels._common import (
+    cdiv,
     check_dense_pair,
     check_logits,
     check_reduction,
+    grad_dtype,
+    jit_module,
+    launch,
     needs_grad,
     pixel_block,
     safe_div,
+    scaled_grad,
 )
 
 
@@ -78,54 +86,16 @@ def edge_bce_reference(
     return safe_div(total, (t != ignore_index).sum().float())
 
 
-# ---------------------------------------------------------------- Triton
-@triton.jit
-def edge_block(
-    logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr,
-    n, offs_s, mask_s, slot, S, K, ignore_index,
-    COMPUTE_GRAD: tl.constexpr, PER_PIXEL: tl.constexpr,
-):
-    """Pixels ``offs_s`` of image ``n`` for the K maps of ``logits`` [N, K, S] sharing the
-    target [N, S]: writes ``partial[slot] = [n_pos, n_neg, bce_pos_0, bce_neg_0, ...]``."""
-    t = tl.load(target_ptr + n.to(tl.int64) * S + offs_s, mask=mask_s, other=ignore_index)
-    t = t.to(tl.int32)
-    valid = mask_s & (t != ignore_index)
-    pos = valid & (t > 0)
-    neg = valid & (t <= 0)
-    y = tl.where(pos, 1.0, 0.0)
-    base = slot * (2 + 2 * K)
-    tl.store(partial_ptr + base, tl.sum(y, 0))
-    tl.store(partial_ptr + base + 1, tl.sum(tl.where(neg, 1.0, 0.0), 0))
-    for k in range(K):
-        off = (n.to(tl.int64) * K + k) * S + offs_s
-        x = tl.load(logits_ptr + off, mask=mask_s, other=0.0).to(tl.float32)
-        e = tl.exp(-tl.abs(x))
-        bce = tl.maximum(x, 0.0) - x * y + tl.log(1.0 + e)
-        tl.store(partial_ptr + base + 2 + 2 * k, tl.sum(tl.where(pos, bce, 0.0), 0))
-        tl.store(partial_ptr + base + 3 + 2 * k, tl.sum(tl.where(neg, bce, 0.0), 0))
-        if PER_PIXEL:
-            tl.store(loss_ptr + off, tl.where(valid, bce, 0.0), mask=mask_s)
-        if COMPUTE_GRAD:
-            sig = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-            g = tl.where(valid, sig - y, 0.0)
-            tl.store(grad_ptr + off, g.to(grad_ptr.dtype.element_ty), mask=mask_s)
+# ---------------------------------------------------------------- Triton launch
+def edge_block_pixels(S: int, interpret: bool = INTERPRET) -> int:
+    return pixel_block(S, interpret, limit=1024)
 
 
-@triton.jit
-def _edge_bce_kernel(
-    logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr, S, K, ignore_index,
-    COMPUTE_GRAD: tl.constexpr, PER_PIXEL: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    offs_s = pid_s * BLOCK_P + tl.arange(0, BLOCK_P)
-    slot = n * tl.num_programs(1) + pid_s
-    edge_block(logits_ptr, target_ptr, grad_ptr, loss_ptr, partial_ptr, n, offs_s, offs_s < S,
-               slot, S, K, ignore_index, COMPUTE_GRAD, PER_PIXEL)
-
-
-def edge_block_pixels(S: int) -> int:
-    return pixel_block(S, INTERPRET, limit=1024)
+def edge_config(N: int, S: int, interpret: bool = INTERPRET) -> tuple[int, tuple[int]]:
+    """(BLOCK_P, grid) of the kernel for N images of S pixels: one program per block of
+    BLOCK_P pixels of one image, all on grid axis 0."""
+    block_p = edge_block_pixels(S, interpret)
+    return block_p, (N * cdiv(S, block_p),)
 
 
 def edge_finish(partial: torch.Tensor, N: int, K: int, balanced: bool, reduction: str
@@ -150,27 +120,31 @@ def edge_finish(partial: torch.Tensor, N: int, K: int, balanced: bool, reduction
 
 
 def edge_grad(stored: torch.Tensor, w_pos: torch.Tensor, w_neg: torch.Tensor,
-              g: torch.Tensor) -> torch.Tensor:
-    """The gradient of ``sum_k g_k loss_k`` from the stored ``sigmoid(x) - y`` [N, K, S].
+              g: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gradient of ``sum_k g_k loss_k`` in ``dtype`` from the stored ``sigmoid(x) - y``
+    [N, K, S].
 
     The stored value is <= 0 on edge pixels and >= 0 elsewhere, and 0 only where the gradient
     is 0 whatever its weight, so its sign tells which weight applies without reading the
     target again."""
-    w = torch.where(stored < 0, w_pos[:, None, None], w_neg[:, None, None])
-    return (stored * w * g.float().reshape(1, -1, 1)).to(stored.dtype)
+    g = g.float().reshape(1, -1, 1)  # (stored: float32 or bfloat16, see grad_dtype)
+    w = torch.where(stored < 0, w_pos[:, None, None] * g, w_neg[:, None, None] * g)
+    return scaled_grad(stored, w, dtype)
 
 
 def edge_launch(
     x: torch.Tensor, t: torch.Tensor, ignore_index: int, per_pixel: bool, compute_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """Run on logits [N, K, S] and target [N, S]: (partials, grad or None, per-pixel BCE)."""
+    """Run on logits [N, K, S] and target [N, S]: (partials, unweighted gradient in
+    ``grad_dtype`` or None, per-pixel BCE)."""
     N, K, S = x.shape
-    block_p = edge_block_pixels(S)
-    grid = (N, triton.cdiv(S, block_p))
-    partial = torch.empty((grid[0] * grid[1], 2 + 2 * K), device=x.device, dtype=torch.float32)
-    grad = torch.empty_like(x) if compute_grad else None
+    block_p, grid = edge_config(N, S)
+    partial = torch.empty((grid[0], 2 + 2 * K), device=x.device, dtype=torch.float32)
+    gdt = grad_dtype(x.dtype)
+    grad = torch.empty(x.shape, device=x.device, dtype=gdt) if compute_grad else None
     loss = torch.empty(x.shape, device=x.device, dtype=torch.float32) if per_pixel else None
-    _edge_bce_kernel[grid](
+    launch(
+        jit_module("balanced_bce").edge_bce_kernel, grid, x,
         x, t, x if grad is None else grad, partial if loss is None else loss, partial,
         S, K, int(ignore_index), COMPUTE_GRAD=compute_grad, PER_PIXEL=per_pixel,
         BLOCK_P=block_p,
@@ -186,12 +160,13 @@ class _EdgeBCEFn(torch.autograd.Function):
         partial, grad, _ = edge_launch(x, t, ignore_index, False, True)
         loss, w_pos, w_neg = edge_finish(partial, x.shape[0], x.shape[1], balanced, reduction)
         ctx.save_for_backward(grad, w_pos, w_neg)
+        ctx.dtype = x.dtype
         return loss
 
     @staticmethod
     def backward(ctx, g):
         grad, w_pos, w_neg = ctx.saved_tensors
-        return edge_grad(grad, w_pos, w_neg, g), None, None, None, None
+        return edge_grad(grad, w_pos, w_neg, g, ctx.dtype), None, None, None, None
 
 
 class _EdgeBCEPixelFn(torch.autograd.Function):
@@ -202,12 +177,13 @@ class _EdgeBCEPixelFn(torch.autograd.Function):
         _, grad, loss = edge_launch(x, t, ignore_index, True, True)
         weight, _ = edge_weights(t, ignore_index, balanced)
         ctx.save_for_backward(grad, weight)
+        ctx.dtype = x.dtype
         return loss[:, 0] * weight
 
     @staticmethod
     def backward(ctx, g):
         grad, weight = ctx.saved_tensors
-        return (grad * (weight * g.float())[:, None]).to(grad.dtype), None, None, None
+        return scaled_grad(grad, (weight * g.float())[:, None], ctx.dtype), None, None, None
 
 
 def edge_bce_maps(

@@ -14,10 +14,15 @@ gradients; backward only scales them by the incoming gradient. Instead of 3T sma
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
 from kernels import resolve_backend
+from kernels._common import jit_module, launch, next_pow2
+
+
+def combine_config(T: int) -> tuple[int, tuple[int]]:
+    """(BLOCK, grid) of the kernel for T losses: one program holds them all."""
+    return next_pow2(T), (1,)
+
 
 
 def combine_losses_reference(losses: torch.Tensor, weights: torch.Tensor | None = None,
@@ -31,28 +36,6 @@ def combine_losses_reference(losses: torch.Tensor, weights: torch.Tensor | None 
     return (w * (0.5 * torch.exp(-s) * L + 0.5 * s)).sum()
 
 
-@triton.jit
-def _combine_kernel(l_ptr, w_ptr, s_ptr, out_ptr, dl_ptr, ds_ptr, T,
-                    HAS_W: tl.constexpr, UNCERTAINTY: tl.constexpr, BLOCK: tl.constexpr):
-    offs = tl.arange(0, BLOCK)
-    mask = offs < T
-    L = tl.load(l_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_W:
-        w = tl.load(w_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    else:
-        w = tl.where(mask, 1.0, 0.0)
-    if UNCERTAINTY:
-        s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        prec = 0.5 * tl.exp(-s)
-        terms = w * (prec * L + 0.5 * s)
-        tl.store(dl_ptr + offs, w * prec, mask=mask)
-        tl.store(ds_ptr + offs, w * (0.5 - prec * L), mask=mask)
-    else:
-        terms = w * L
-        tl.store(dl_ptr + offs, w, mask=mask)
-    tl.store(out_ptr, tl.sum(tl.where(mask, terms, 0.0), 0))
-
-
 class _CombineFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, losses, weights, log_vars):
@@ -61,11 +44,13 @@ class _CombineFn(torch.autograd.Function):
         out = torch.empty((), device=dev, dtype=torch.float32)
         dl = torch.empty(T, device=dev, dtype=torch.float32)
         ds = torch.empty(T, device=dev, dtype=torch.float32) if log_vars is not None else dl
-        _combine_kernel[(1,)](
+        block, grid = combine_config(T)
+        launch(
+            jit_module("combine").combine_kernel, grid, losses,
             losses.contiguous(), out if weights is None else weights.contiguous(),
             out if log_vars is None else log_vars.contiguous(), out, dl, ds, T,
             HAS_W=weights is not None, UNCERTAINTY=log_vars is not None,
-            BLOCK=triton.next_power_of_2(T),
+            BLOCK=block,
         )
         ctx.save_for_backward(dl, ds if log_vars is not None else None)
         ctx.dtypes = (losses.dtype, None if log_vars is None else log_vars.dtype)

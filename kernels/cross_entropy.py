@@ -4,7 +4,17 @@ PyTorch's ``cross_entropy`` on ``[N, C, H, W]`` logits writes the log-probabilit
 for the NLL, keeps them for backward, and backward writes a one-hot gradient and reads both
 again. Here one pass over the logits and targets gives the loss and, when the logits require
 grad, the gradient ``dL/dlogits`` up to the scalar (or per-pixel) factor that only backward
-knows: backward multiplies once.
+knows: backward multiplies once and rounds once to the logits' dtype.
+
+For float16 logits the stored gradient is float32 (``kernels._common.grad_dtype``): in float16
+the ``p`` of a class far below the best (``p < 6e-8``) would flush to zero before backward
+multiplies in the loss scale and the mean's 1/n, exactly what GradScaler exists to prevent.
+bfloat16 (float32's exponent range) and float32 logits store their own dtype. The cost, float16
+only: 4 bytes per logit held until backward instead of 2 (autocast's float32 ``F.cross_entropy``
+holds float32 log-probabilities too) and 4 more bytes moved per logit. Recomputing the gradient
+in backward from the saved logits would hold and move less, but needs a second kernel per
+family and a second read of the targets; the float32 store keeps one kernel and a backward that
+is one multiply.
 
 Per pixel i with target t, weights w (1 without ``weight``), smoothing e and C classes::
 
@@ -21,17 +31,20 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from kernels import INTERPRET, resolve_backend
 from kernels._common import (
+    cdiv,
     check_logits,
     check_reduction,
+    grad_dtype,
+    jit_module,
+    launch,
     needs_grad,
     next_pow2,
     pixel_block,
     safe_div,
+    scaled_grad,
 )
 
 # Classes handled in one register tile: up to this many, the logits are read exactly once.
@@ -64,143 +77,7 @@ def cross_entropy_reference(
     return safe_div(total, denom)
 
 
-# ---------------------------------------------------------------- Triton
-@triton.jit
-def ce_block(
-    logits_ptr, target_ptr, weight_ptr, grad_ptr,
-    n, offs_s, mask_s, S, C, ignore_index, one_minus_eps, eps_over_c,
-    HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
-    SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr,
-):
-    """Loss of pixels ``offs_s`` of image ``n`` (float32[BLOCK_P], 0 where ignored) and their
-    target weights (the mean's denominator terms); stores the unscaled gradient."""
-    row = n.to(tl.int64) * C * S
-    t = tl.load(target_ptr + n.to(tl.int64) * S + offs_s, mask=mask_s, other=ignore_index)
-    t = t.to(tl.int32)
-    valid = mask_s & (t != ignore_index)
-    in_range = (t >= 0) & (t < C)
-    if HAS_WEIGHT:
-        w_t = tl.load(weight_ptr + t, mask=valid & in_range, other=0.0).to(tl.float32)
-    else:
-        w_t = tl.where(valid, 1.0, 0.0)
-    offs_c = tl.arange(0, BLOCK_C)
-    if SINGLE_TILE:
-        cmask = offs_c < C
-        m2 = cmask[:, None] & mask_s[None, :]
-        ptrs = logits_ptr + row + offs_c[:, None].to(tl.int64) * S + offs_s[None, :]
-        x = tl.load(ptrs, mask=m2, other=float("-inf")).to(tl.float32)
-        mx = tl.max(x, 0)
-        mx = tl.where(mask_s, mx, 0.0)
-        xs = x - mx[None, :]  # <= 0: sums of shifted logits cannot cancel catastrophically
-        se = tl.sum(tl.exp(xs), 0)
-        is_t = (offs_c[:, None] == t[None, :]) & m2
-        xs_t = tl.sum(tl.where(is_t, xs, 0.0), 0)
-        if HAS_WEIGHT:
-            w_c = tl.load(weight_ptr + offs_c, mask=cmask, other=0.0).to(tl.float32)
-        else:
-            w_c = tl.where(cmask, 1.0, 0.0)
-        w_sum = tl.sum(w_c, 0)
-        if SMOOTH:
-            wxs = tl.sum(w_c[:, None] * tl.where(m2, xs, 0.0), 0)
-    else:
-        m = tl.full(mask_s.shape, float("-inf"), tl.float32)
-        se = tl.zeros(mask_s.shape, tl.float32)
-        xs_t = tl.zeros(mask_s.shape, tl.float32)
-        wxs = tl.zeros(mask_s.shape, tl.float32)
-        w_seen = tl.zeros(mask_s.shape, tl.float32)
-        x_t = tl.zeros(mask_s.shape, tl.float32)
-        for c0 in range(0, C, BLOCK_C):
-            cc = c0 + offs_c
-            cmask = cc < C
-            m2 = cmask[:, None] & mask_s[None, :]
-            ptrs = logits_ptr + row + cc[:, None].to(tl.int64) * S + offs_s[None, :]
-            x = tl.load(ptrs, mask=m2, other=float("-inf")).to(tl.float32)
-            m_new = tl.maximum(m, tl.max(x, 0))
-            m_new = tl.where(mask_s, m_new, 0.0)
-            # Running sums are kept relative to the running max (online softmax).
-            shift = tl.where(m == float("-inf"), 0.0, m - m_new)
-            se = se * tl.exp(shift) + tl.sum(tl.exp(x - m_new[None, :]), 0)
-            x_t += tl.sum(tl.where((cc[:, None] == t[None, :]) & m2, x, 0.0), 0)
-            if SMOOTH:
-                if HAS_WEIGHT:
-                    w_c = tl.load(weight_ptr + cc, mask=cmask, other=0.0).to(tl.float32)
-                else:
-                    w_c = tl.where(cmask, 1.0, 0.0)
-                wxs = wxs + w_seen * shift + tl.sum(
-                    w_c[:, None] * tl.where(m2, x - m_new[None, :], 0.0), 0)
-                w_seen += tl.sum(w_c, 0)
-            m = m_new
-        mx = m
-        xs_t = x_t - mx
-        if HAS_WEIGHT:
-            w_sum = tl.zeros(mask_s.shape, tl.float32)
-            for c0 in range(0, C, BLOCK_C):
-                cc = c0 + offs_c
-                w_sum += tl.sum(tl.load(weight_ptr + cc, mask=cc < C, other=0.0).to(tl.float32), 0)
-        else:
-            w_sum = tl.zeros(mask_s.shape, tl.float32) + C
-    lse = tl.log(tl.where(mask_s, se, 1.0))  # relative to mx
-    loss = one_minus_eps * w_t * (lse - xs_t)
-    if SMOOTH:
-        loss += eps_over_c * (w_sum * lse - wxs)
-    loss = tl.where(valid, loss, 0.0)
-    loss = tl.where(valid & ~in_range, float("nan"), loss)
-
-    if COMPUTE_GRAD:
-        if SINGLE_TILE:
-            p = tl.exp(xs - lse[None, :])
-            g = one_minus_eps * w_t[None, :] * (p - tl.where(is_t, 1.0, 0.0))
-            if SMOOTH:
-                g += eps_over_c * (p * w_sum - w_c[:, None])
-            g = tl.where(valid[None, :], g, 0.0)
-            tl.store(grad_ptr + row + offs_c[:, None].to(tl.int64) * S + offs_s[None, :],
-                     g.to(grad_ptr.dtype.element_ty), mask=m2)
-        else:
-            for c0 in range(0, C, BLOCK_C):
-                cc = c0 + offs_c
-                cmask = cc < C
-                m2 = cmask[:, None] & mask_s[None, :]
-                off = row + cc[:, None].to(tl.int64) * S + offs_s[None, :]
-                x = tl.load(logits_ptr + off, mask=m2, other=float("-inf")).to(tl.float32)
-                p = tl.exp(x - mx[None, :] - lse[None, :])
-                g = one_minus_eps * w_t[None, :] * (
-                    p - tl.where(cc[:, None] == t[None, :], 1.0, 0.0))
-                if SMOOTH:
-                    if HAS_WEIGHT:
-                        w_c = tl.load(weight_ptr + cc, mask=cmask, other=0.0).to(tl.float32)
-                    else:
-                        w_c = tl.where(cmask, 1.0, 0.0)
-                    g += eps_over_c * (p * w_sum - w_c[:, None])
-                g = tl.where(valid[None, :], g, 0.0)
-                tl.store(grad_ptr + off, g.to(grad_ptr.dtype.element_ty), mask=m2)
-    return loss, w_t
-
-
-@triton.jit
-def _ce_kernel(
-    logits_ptr, target_ptr, weight_ptr, grad_ptr, loss_ptr, partial_ptr,
-    S, C, ignore_index, one_minus_eps, eps_over_c,
-    HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, COMPUTE_GRAD: tl.constexpr,
-    PER_PIXEL: tl.constexpr, SINGLE_TILE: tl.constexpr,
-    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    offs_s = pid_s * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_s = offs_s < S
-    loss, w_t = ce_block(
-        logits_ptr, target_ptr, weight_ptr, grad_ptr, n, offs_s, mask_s, S, C, ignore_index,
-        one_minus_eps, eps_over_c, HAS_WEIGHT, SMOOTH, COMPUTE_GRAD, SINGLE_TILE, BLOCK_C)
-    if PER_PIXEL:
-        tl.store(loss_ptr + n.to(tl.int64) * S + offs_s, loss, mask=mask_s)
-    else:
-        # One (loss sum, weight sum) pair per program, reduced afterwards in a fixed order:
-        # deterministic, unlike atomics.
-        slot = (n * tl.num_programs(1) + pid_s) * 2
-        tl.store(partial_ptr + slot, tl.sum(loss, 0))
-        tl.store(partial_ptr + slot + 1, tl.sum(w_t, 0))
-
-
+# ---------------------------------------------------------------- Triton launch
 def ce_tile_config(C: int) -> tuple[bool, int]:
     """(single tile?, BLOCK_C) for C classes."""
     if C <= SINGLE_TILE_CLASSES:
@@ -208,9 +85,18 @@ def ce_tile_config(C: int) -> tuple[bool, int]:
     return False, LOOP_BLOCK_C
 
 
-def ce_block_pixels(S: int, block_c: int) -> int:
+def ce_block_pixels(S: int, block_c: int, interpret: bool = INTERPRET) -> int:
     # About 4K float32 values in registers per program on the GPU.
-    return pixel_block(S, INTERPRET, limit=max(16, 4096 // block_c))
+    return pixel_block(S, interpret, limit=max(16, 4096 // block_c))
+
+
+def ce_config(N: int, C: int, S: int, interpret: bool = INTERPRET
+              ) -> tuple[bool, int, int, tuple[int]]:
+    """(single tile?, BLOCK_C, BLOCK_P, grid) of the kernel for [N, C, S] logits: one program
+    per block of BLOCK_P pixels of one image, all on grid axis 0."""
+    single, block_c = ce_tile_config(C)
+    block_p = ce_block_pixels(S, block_c, interpret)
+    return single, block_c, block_p, (N * cdiv(S, block_p),)
 
 
 def _flatten(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,20 +121,20 @@ def ce_launch(
     label_smoothing: float, per_pixel: bool, compute_grad: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the kernel on [N, C, S] / [N, S]: (per-pixel loss [N, S] or per-program partials
-    [P, 2], the unscaled gradient or None)."""
+    [P, 2], the unscaled gradient in ``grad_dtype`` or None)."""
     N, C, S = x.shape
-    single, block_c = ce_tile_config(C)
-    block_p = ce_block_pixels(S, block_c)
-    grid = (N, triton.cdiv(S, block_p))
-    grad = torch.empty_like(x) if compute_grad else x  # x: an unused pointer when not stored
+    single, block_c, block_p, grid = ce_config(N, C, S)
+    # x: an unused pointer when no gradient is stored.
+    grad = torch.empty(x.shape, device=x.device, dtype=grad_dtype(x.dtype)) if compute_grad else x
     if per_pixel:
         out = torch.empty((N, S), device=x.device, dtype=torch.float32)
         partial = out
     else:
-        partial = torch.empty((grid[0] * grid[1], 2), device=x.device, dtype=torch.float32)
+        partial = torch.empty((grid[0], 2), device=x.device, dtype=torch.float32)
         out = partial
     w = x if weight is None else weight.to(device=x.device, dtype=torch.float32).contiguous()
-    _ce_kernel[grid](
+    launch(
+        jit_module("cross_entropy").ce_kernel, grid, x,
         x, t, w, grad, out, partial, S, C, int(ignore_index),
         1.0 - float(label_smoothing), float(label_smoothing) / C,
         HAS_WEIGHT=weight is not None, SMOOTH=label_smoothing > 0, COMPUTE_GRAD=compute_grad,
@@ -283,7 +169,7 @@ class _CrossEntropyFn(torch.autograd.Function):
         else:
             loss, denom = ce_finish(out, reduction)
         ctx.save_for_backward(grad, denom)
-        ctx.reduction, ctx.shape = reduction, logits.shape
+        ctx.reduction, ctx.shape, ctx.dtype = reduction, logits.shape, logits.dtype
         return loss
 
     @staticmethod
@@ -293,8 +179,7 @@ class _CrossEntropyFn(torch.autograd.Function):
             scale = g.float().reshape(grad.shape[0], 1, grad.shape[2])
         else:
             scale = ce_grad_scale(g, denom, ctx.reduction)
-        # Out of place, so that a graph kept with retain_graph=True can be walked again.
-        return (grad * scale).to(grad.dtype).view(ctx.shape), None, None, None, None, None
+        return scaled_grad(grad, scale, ctx.dtype).view(ctx.shape), None, None, None, None, None
 
 
 def seg_cross_entropy(

@@ -6,18 +6,30 @@ fused with its gradient; the formula of ``torchvision.ops.sigmoid_focal_loss``::
     dloss/dx = alpha_t * ((p - t) q^gamma - gamma ce q^(gamma - 1) p (1 - p) (2t - 1))
 
 One pass reads logits and targets and writes the loss (per element, or one partial sum per
-program) and, when the logits require grad, the gradient; backward only scales it.
+program) and, when the logits require grad, the gradient (in float32 for float16 logits:
+``kernels._common.grad_dtype``); backward only scales it and rounds once to the logits' dtype.
+In float16 the gradient of an easy negative (p < 3e-3) is below the smallest subnormal until
+the loss scale multiplies it, and would flush to zero; ``kernels.cross_entropy`` gives the cost
+and the alternative.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 from kernels import INTERPRET, resolve_backend
-from kernels._common import check_logits, check_reduction, needs_grad, pixel_block
+from kernels._common import (
+    cdiv,
+    check_logits,
+    check_reduction,
+    grad_dtype,
+    jit_module,
+    launch,
+    needs_grad,
+    pixel_block,
+    scaled_grad,
+)
 
 
 def sigmoid_focal_loss_reference(
@@ -39,52 +51,20 @@ def sigmoid_focal_loss_reference(
     return loss
 
 
-@triton.jit
-def _focal_kernel(
-    x_ptr, t_ptr, grad_ptr, loss_ptr, partial_ptr, M, alpha, gamma,
-    USE_ALPHA: tl.constexpr, COMPUTE_GRAD: tl.constexpr, PER_ELEMENT: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    t = tl.load(t_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    e = tl.exp(-tl.abs(x))
-    p = tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    ce = tl.maximum(x, 0.0) - x * t + tl.log(1.0 + e)
-    q = 1.0 - (p * t + (1.0 - p) * (1.0 - t))
-    # q^gamma through exp2/log2 with q floored at 1e-30: q = 0 then gives 0 (or 1 for gamma = 0,
-    # as 0 ** 0 in PyTorch) without log2(0) = -inf, and the floor's error is below float32's.
-    lq = tl.log2(tl.maximum(q, 1e-30))
-    qg = tl.exp2(gamma * lq)
-    loss = ce * qg
-    if USE_ALPHA:
-        a_t = alpha * t + (1.0 - alpha) * (1.0 - t)
-        loss = a_t * loss
-    if PER_ELEMENT:
-        tl.store(loss_ptr + offs, loss, mask=mask)
-    else:
-        tl.store(partial_ptr + pid, tl.sum(tl.where(mask, loss, 0.0), 0))
-    if COMPUTE_GRAD:
-        # Where q = 0 with hard targets, p (1 - p) = 0 too, so the floored q^(gamma-1) is
-        # harmless even for gamma < 1.
-        qg1 = tl.exp2((gamma - 1.0) * lq)
-        d_focal = gamma * qg1 * p * (1.0 - p) * (2.0 * t - 1.0)
-        g = (p - t) * qg - ce * d_focal
-        if USE_ALPHA:
-            g = a_t * g
-        tl.store(grad_ptr + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
+def focal_config(M: int, interpret: bool = INTERPRET) -> tuple[int, tuple[int]]:
+    """(BLOCK, grid) of the kernel for M elements (M > 0)."""
+    block = pixel_block(M, interpret, limit=1024)
+    return block, (cdiv(M, block),)
 
 
 def _launch(x: torch.Tensor, t: torch.Tensor, alpha: float, gamma: float, per_element: bool,
             compute_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     M = x.numel()
-    block = pixel_block(M, INTERPRET, limit=1024)
-    grid = (triton.cdiv(M, block),)
+    block, grid = focal_config(M)
     out = torch.empty(M if per_element else grid[0], device=x.device, dtype=torch.float32)
-    grad = torch.empty_like(x) if compute_grad else None
-    _focal_kernel[grid](
+    grad = torch.empty(M, device=x.device, dtype=grad_dtype(x.dtype)) if compute_grad else None
+    launch(
+        jit_module("focal").focal_kernel, grid, x,
         x, t, x if grad is None else grad, out, out, M, float(alpha), float(gamma),
         USE_ALPHA=alpha >= 0, COMPUTE_GRAD=compute_grad, PER_ELEMENT=per_element, BLOCK=block,
     )
@@ -104,7 +84,7 @@ class _FocalFn(torch.autograd.Function):
         x, t = logits.contiguous().view(-1), targets.contiguous().view(-1)
         out, grad = _launch(x, t, alpha, gamma, reduction == "none", True)
         ctx.save_for_backward(grad)
-        ctx.reduction, ctx.shape = reduction, logits.shape
+        ctx.reduction, ctx.shape, ctx.dtype = reduction, logits.shape, logits.dtype
         return _reduce(out, reduction, logits.shape, x.numel())
 
     @staticmethod
@@ -113,7 +93,7 @@ class _FocalFn(torch.autograd.Function):
         scale = g.float().reshape(-1)
         if ctx.reduction == "mean":
             scale = scale / max(grad.numel(), 1)
-        return (grad * scale).to(grad.dtype).view(ctx.shape), None, None, None, None
+        return scaled_grad(grad, scale, ctx.dtype).view(ctx.shape), None, None, None, None
 
 
 def sigmoid_focal_loss(

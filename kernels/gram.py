@@ -43,11 +43,9 @@ from __future__ import annotations
 import functools
 
 import torch
-import triton
-import triton.language as tl
 
 from kernels import INTERPRET, resolve_backend
-from kernels._common import check_logits, next_pow2, pixel_block
+from kernels._common import cdiv, check_logits, jit_module, launch, next_pow2, pixel_block
 
 # tl.dot needs every dimension >= 16 on the GPU: fewer tasks are padded with masked rows, which
 # cost MMA work but no memory traffic.
@@ -103,95 +101,33 @@ def graddrop_reference(G: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# ---------------------------------------------------------------- Triton
-@triton.jit
-def _gram_kernel(
-    g_ptr, partial_ptr, T, P, stride_t, chunks_per_program,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr, T_PAD: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs_t = tl.arange(0, T_PAD)
-    mask_t = offs_t < T
-    rows = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t
-    offs_k = tl.arange(0, BLOCK_P)
-    first = pid.to(tl.int64) * chunks_per_program * BLOCK_P
-    acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
-    for k in range(0, chunks_per_program):
-        offs_p = first + k * BLOCK_P + offs_k
-        m2 = mask_t[:, None] & (offs_p < P)[None, :]
-        tile = tl.load(rows + offs_p[None, :], mask=m2, other=0.0)
-        if UPCAST:
-            tile = tile.to(tl.float32)
-        acc = tl.dot(tile, tl.trans(tile), acc, input_precision=PRECISION)
-    out = partial_ptr + pid.to(tl.int64) * T * T + offs_t[:, None] * T + offs_t[None, :]
-    tl.store(out, acc, mask=mask_t[:, None] & mask_t[None, :])
-
-
-@triton.jit
-def _column_tile(g_ptr, T, P, stride_t, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
-    """This program's [BLOCK_T, BLOCK_P] tile of G in float32 (0 outside G), with its row and
-    column offsets and masks: the one read of G of the per-column kernels."""
-    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < P
-    offs_t = tl.arange(0, BLOCK_T)
-    mask_t = offs_t < T
-    ptrs = g_ptr + offs_t.to(tl.int64)[:, None] * stride_t + offs_p[None, :]
-    g = tl.load(ptrs, mask=mask_t[:, None] & mask_p[None, :], other=0.0).to(tl.float32)
-    return g, offs_t, mask_t, offs_p, mask_p
-
-
-@triton.jit
-def _weighted_rows_kernel(
-    g_ptr, w_ptr, out_ptr, T, P, stride_t, stride_out,
-    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    g, offs_t, mask_t, offs_p, mask_p = _column_tile(g_ptr, T, P, stride_t, BLOCK_T, BLOCK_P)
-    w = tl.load(w_ptr + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-    r = tl.sum(w[:, None] * g, 0)
-    tl.store(out_ptr + offs_p * stride_out, r.to(out_ptr.dtype.element_ty), mask=mask_p)
-
-
-@triton.jit
-def _graddrop_kernel(
-    g_ptr, u_ptr, out_ptr, T, P, stride_t, eps,
-    BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    g, offs_t, mask_t, offs_p, mask_p = _column_tile(g_ptr, T, P, stride_t, BLOCK_T, BLOCK_P)
-    total = tl.sum(g, 0)
-    mass = tl.sum(tl.abs(g), 0)
-    # div_rn: IEEE-rounded like torch's division, so u_j lands on the same side of purity_j.
-    purity = 0.5 * (1.0 + tl.math.div_rn(total, mass + eps))
-    u = tl.load(u_ptr + offs_p, mask=mask_p, other=0.0)
-    keep = (((u < purity)[None, :] & (g > 0.0))
-            | ((u > purity)[None, :] & (g < 0.0)))
-    r = tl.sum(tl.where(keep, g, 0.0), 0)
-    tl.store(out_ptr + offs_p, r, mask=mask_p)
-
-
+# ---------------------------------------------------------------- Triton launch
 @functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def gram_config(T: int, P: int, device: torch.device, block_p: int | None = None,
-                programs: int | None = None) -> tuple[int, int, int, int]:
+                programs: int | None = None, interpret: bool = INTERPRET
+                ) -> tuple[int, int, int, int]:
     """(T_PAD, BLOCK_P, programs, chunks per program) of ``gram`` for a ``T x P`` matrix
     (P > 0). ``block_p`` / ``programs`` override the choice (tests use them to make programs
     walk several chunks)."""
     t_pad = max(MIN_DOT_DIM, next_pow2(T))
     if block_p is None:
-        block_p = max(MIN_DOT_DIM, pixel_block(P, INTERPRET, limit=TILE_ELEMENTS // t_pad))
-    n_chunks = triton.cdiv(P, block_p)
+        block_p = max(MIN_DOT_DIM, pixel_block(P, interpret, limit=TILE_ELEMENTS // t_pad))
+    n_chunks = cdiv(P, block_p)
     if programs is None:
-        if INTERPRET or device.type != "cuda":
+        if interpret or device.type != "cuda":
             target = INTERPRET_PROGRAMS
         else:
             index = device.index if device.index is not None else torch.cuda.current_device()
             target = PROGRAMS_PER_SM * _sm_count(index)
         programs = min(target, n_chunks // MIN_CHUNKS_PER_PROGRAM)
-    per_program = triton.cdiv(n_chunks, max(1, min(programs, n_chunks)))
-    # Programs that would get no chunk are dropped, so that every partial is written.
-    return t_pad, block_p, triton.cdiv(n_chunks, per_program), per_program
+    per_program = cdiv(n_chunks, max(1, min(programs, n_chunks)))
+    # Programs that would get no chunk are dropped, so that every partial is written. The
+    # programs (the grid) are on axis 0.
+    return t_pad, block_p, cdiv(n_chunks, per_program), per_program
 
 
 def gram_launch(G: torch.Tensor, block_p: int | None = None,
@@ -200,7 +136,8 @@ def gram_launch(G: torch.Tensor, block_p: int | None = None,
     T, P = G.shape
     t_pad, block_p, programs, per_program = gram_config(T, P, G.device, block_p, programs)
     partial = torch.empty((programs, T, T), device=G.device, dtype=torch.float32)
-    _gram_kernel[(programs,)](
+    launch(
+        jit_module("gram").gram_kernel, (programs,), G,
         G, partial, T, P, G.stride(0), per_program,
         # The interpreter multiplies bfloat16 tiles as their raw uint16 bits: upcast there.
         UPCAST=INTERPRET and G.dtype == torch.bfloat16,
@@ -209,10 +146,12 @@ def gram_launch(G: torch.Tensor, block_p: int | None = None,
     return partial.sum(0)
 
 
-def rows_block(T: int, P: int) -> tuple[int, int]:
-    """(BLOCK_T, BLOCK_P) of the row-combining kernels for a ``T x P`` matrix."""
+def rows_config(T: int, P: int, interpret: bool = INTERPRET) -> tuple[int, int, tuple[int]]:
+    """(BLOCK_T, BLOCK_P, grid) of the per-column kernels (``weighted_rows``, ``graddrop``)
+    for a ``T x P`` matrix: one program per BLOCK_P columns, on grid axis 0."""
     block_t = next_pow2(T)
-    return block_t, pixel_block(P, INTERPRET, limit=max(32, TILE_ELEMENTS // block_t))
+    block_p = pixel_block(P, interpret, limit=max(32, TILE_ELEMENTS // block_t))
+    return block_t, block_p, (cdiv(P, block_p),)
 
 
 # ---------------------------------------------------------------- public functions
@@ -265,8 +204,9 @@ def weighted_rows(w: torch.Tensor, G: torch.Tensor, out: torch.Tensor | None = N
     w = w.to(device=G.device, dtype=torch.float32).contiguous()
     if out is None:
         out = torch.empty(P, device=G.device, dtype=torch.float32)
-    block_t, block_p = rows_block(T, P)
-    _weighted_rows_kernel[(triton.cdiv(P, block_p),)](
+    block_t, block_p, grid = rows_config(T, P)
+    launch(
+        jit_module("gram").weighted_rows_kernel, grid, G,
         G, w, out, T, P, G.stride(0), out.stride(0), BLOCK_T=block_t, BLOCK_P=block_p)
     return out
 
@@ -291,7 +231,8 @@ def graddrop(G: torch.Tensor, u: torch.Tensor | None = None,
         return graddrop_reference(G, u)
     u = u.to(device=G.device, dtype=torch.float32).contiguous()
     out = torch.empty(P, device=G.device, dtype=torch.float32)
-    block_t, block_p = rows_block(T, P)
-    _graddrop_kernel[(triton.cdiv(P, block_p),)](
+    block_t, block_p, grid = rows_config(T, P)
+    launch(
+        jit_module("gram").graddrop_kernel, grid, G,
         G, u, out, T, P, G.stride(0), EPS, BLOCK_T=block_t, BLOCK_P=block_p)
     return out

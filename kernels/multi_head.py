@@ -11,20 +11,22 @@ those of the single-head functions.
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
-from kernels import resolve_backend
-from kernels._common import check_dense_pair, check_logits, check_reduction, needs_grad
-from kernels.balanced_bce import (
-    edge_bce_maps,
-    edge_block,
-    edge_block_pixels,
-    edge_finish,
-    edge_grad,
+from kernels import INTERPRET, resolve_backend
+from kernels._common import (
+    cdiv,
+    check_dense_pair,
+    check_logits,
+    check_reduction,
+    grad_dtype,
+    jit_module,
+    launch,
+    needs_grad,
+    next_pow2,
+    scaled_grad,
 )
+from kernels.balanced_bce import edge_bce_maps, edge_block_pixels, edge_finish, edge_grad
 from kernels.cross_entropy import (
-    ce_block,
     ce_block_pixels,
     ce_finish,
     ce_grad_scale,
@@ -33,29 +35,17 @@ from kernels.cross_entropy import (
 )
 
 
-@triton.jit
-def _dense_kernel(
-    seg_ptr, seg_t_ptr, weight_ptr, seg_grad_ptr, seg_partial_ptr,
-    edge_ptr, edge_t_ptr, edge_grad_ptr, edge_partial_ptr,
-    S, C, K, seg_ignore, edge_ignore, one_minus_eps, eps_over_c,
-    HAS_SEG: tl.constexpr, HAS_EDGE: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-    SMOOTH: tl.constexpr, SEG_GRAD: tl.constexpr, EDGE_GRAD: tl.constexpr,
-    SINGLE_TILE: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
-):
-    n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    offs_s = pid_s * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_s = offs_s < S
-    slot = n * tl.num_programs(1) + pid_s
-    if HAS_SEG:
-        loss, w_t = ce_block(
-            seg_ptr, seg_t_ptr, weight_ptr, seg_grad_ptr, n, offs_s, mask_s, S, C, seg_ignore,
-            one_minus_eps, eps_over_c, HAS_WEIGHT, SMOOTH, SEG_GRAD, SINGLE_TILE, BLOCK_C)
-        tl.store(seg_partial_ptr + slot * 2, tl.sum(loss, 0))
-        tl.store(seg_partial_ptr + slot * 2 + 1, tl.sum(w_t, 0))
-    if HAS_EDGE:
-        edge_block(edge_ptr, edge_t_ptr, edge_grad_ptr, edge_partial_ptr, edge_partial_ptr,
-                   n, offs_s, mask_s, slot, S, K, edge_ignore, EDGE_GRAD, False)
+def dense_config(N: int, S: int, C: int | None, K: int | None, interpret: bool = INTERPRET
+                 ) -> tuple[bool, int, int, tuple[int]]:
+    """(single tile?, BLOCK_C, BLOCK_P, grid) of the kernel for N images of S pixels with C
+    segmentation classes and K edge maps (None: no such head): the smaller of the two heads'
+    pixel blocks, one program per block of one image, all on grid axis 0."""
+    single, block_c = ce_tile_config(C if C is not None else 1)
+    block_p = min(ce_block_pixels(S, block_c, interpret) if C is not None else S,
+                  edge_block_pixels(S, interpret) if K is not None else S)
+    block_p = next_pow2(block_p)
+    return single, block_c, block_p, (N * cdiv(S, block_p),)
+
 
 
 class _DenseFn(torch.autograd.Function):
@@ -67,20 +57,21 @@ class _DenseFn(torch.autograd.Function):
         N, S = ref.shape[0], ref.shape[2]
         C = seg_x.shape[1] if has_seg else 1
         K = edge_x.shape[1] if has_edge else 1
-        single, block_c = ce_tile_config(C)
-        block_p = min(ce_block_pixels(S, block_c) if has_seg else S,
-                      edge_block_pixels(S) if has_edge else S)
-        block_p = triton.next_power_of_2(block_p)
-        grid = (N, triton.cdiv(S, block_p))
+        single, block_c, block_p, grid = dense_config(
+            N, S, C if has_seg else None, K if has_edge else None)
         dev = ref.device
-        seg_partial = torch.empty((grid[0] * grid[1], 2), device=dev, dtype=torch.float32)
-        edge_partial = torch.empty((grid[0] * grid[1], 2 + 2 * K), device=dev,
-                                   dtype=torch.float32)
-        seg_g = torch.empty_like(seg_x) if has_seg and seg_grad else None
-        edge_g = torch.empty_like(edge_x) if has_edge and edge_grad_on else None
+        seg_partial = torch.empty((grid[0], 2), device=dev, dtype=torch.float32)
+        edge_partial = torch.empty((grid[0], 2 + 2 * K), device=dev, dtype=torch.float32)
+        # Float16 gradients are stored in float32 until backward has scaled them (grad_dtype).
+        seg_g = edge_g = None
+        if has_seg and seg_grad:
+            seg_g = torch.empty(seg_x.shape, device=dev, dtype=grad_dtype(seg_x.dtype))
+        if has_edge and edge_grad_on:
+            edge_g = torch.empty(edge_x.shape, device=dev, dtype=grad_dtype(edge_x.dtype))
         w = None if weight is None else weight.to(device=dev, dtype=torch.float32).contiguous()
         dummy = seg_partial
-        _dense_kernel[grid](
+        launch(
+            jit_module("multi_head").dense_kernel, grid, ref,
             seg_x if has_seg else dummy, seg_t if has_seg else dummy,
             w if w is not None else dummy, seg_g if seg_g is not None else dummy, seg_partial,
             edge_x if has_edge else dummy, edge_t if has_edge else dummy,
@@ -105,6 +96,7 @@ class _DenseFn(torch.autograd.Function):
             saved += [None, None, None]
         ctx.save_for_backward(*saved)
         ctx.reduction = reduction
+        ctx.dtypes = (seg_x.dtype if has_seg else None, edge_x.dtype if has_edge else None)
         return seg_loss, edge_loss
 
     @staticmethod
@@ -112,9 +104,10 @@ class _DenseFn(torch.autograd.Function):
         seg_g, denom, edge_g, w_pos, w_neg = ctx.saved_tensors
         d_seg = d_edge = None
         if seg_g is not None and g_seg is not None:
-            d_seg = (seg_g * ce_grad_scale(g_seg, denom, ctx.reduction)).to(seg_g.dtype)
+            d_seg = scaled_grad(seg_g, ce_grad_scale(g_seg, denom, ctx.reduction),
+                                ctx.dtypes[0])
         if edge_g is not None and g_edge is not None:
-            d_edge = edge_grad(edge_g, w_pos, w_neg, g_edge)
+            d_edge = edge_grad(edge_g, w_pos, w_neg, g_edge, ctx.dtypes[1])
         return (d_seg, None, None, d_edge) + (None,) * 8
 
 

@@ -4,14 +4,19 @@ import os
 import sys
 from pathlib import Path
 
-# Triton decides between compiling and interpreting when a kernel is defined: the variable must
-# be set before anything imports ``kernels``, so that the Triton path runs on the CPU in tests.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # so tests can import tools/*.py as modules
+
+
+def pytest_configure(config):
+    """Triton decides between compiling and interpreting when a kernel is defined, so
+    ``TRITON_INTERPRET`` is set before any test module imports ``kernels``: 1 (the Triton path
+    runs on the CPU) except for ``pytest -m cuda``, which runs the kernels compiled on the GPU.
+    An explicit ``TRITON_INTERPRET`` wins either way."""
+    if (config.getoption("markexpr") or "").strip() != "cuda":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config, items):

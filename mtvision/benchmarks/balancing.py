@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import triton
 
-from mtvision.benchmarks.common import device_name, start_run, write_results
+from mtvision.benchmarks.common import device_name, start_run, triton_version, write_results
 from mtvision.registry import BACKBONES, BALANCERS, ConfigError, closest
 
 MODES = ("param", "feature")
@@ -395,7 +394,7 @@ def run_balancing_benchmark(
         "device": device_name(dev),
         "device_type": dev.type,
         "torch": torch.__version__,
-        "triton": triton.__version__,
+        "triton": triton_version(),
         "python": platform.python_version(),
         "settings": {
             "config": str(config_path), "methods": names, "modes": mode_list,

@@ -23,6 +23,15 @@ def device_name(dev: torch.device) -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def triton_version() -> str | None:
+    """Triton's version for the results, None where it is not installed."""
+    if not kernels.triton_available():
+        return None
+    import triton
+
+    return triton.__version__
+
+
 def check_writable(out: str | os.PathLike[str]) -> None:
     """Fail before a long run, not after it, when ``out`` cannot be written."""
     p = Path(out)

@@ -34,13 +34,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import triton
-import triton.testing
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
 from kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
 from kernels.balanced_bce import edge_bce, edge_bce_reference
-from mtvision.benchmarks.common import device_name, start_run, write_results
+from mtvision.benchmarks.common import device_name, start_run, triton_version, write_results
 from mtvision.registry import ConfigError, closest
 
 IGNORE = 255
@@ -239,6 +237,8 @@ def time_cpu(fn: Callable[[], object], warmup_ms: float, rep_ms: float) -> float
 
 def time_cuda(fn: Callable[[], object], warmup_ms: float, rep_ms: float) -> float:
     """Median milliseconds of ``fn`` on the current CUDA device (``triton.testing.do_bench``)."""
+    import triton.testing  # here: the inference benchmark times CPUs without Triton too
+
     return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
@@ -339,7 +339,7 @@ def run_kernel_benchmark(
         "device": device_name(dev),
         "device_type": dev.type,
         "torch": torch.__version__,
-        "triton": triton.__version__,
+        "triton": triton_version(),
         "quick": quick,
         "warmup_ms": warmup_ms,
         "rep_ms": rep_ms,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import kernels.multi_head as dense_mod
+import kernels.jit.multi_head as dense_mod
 from kernels import dense_losses, edge_bce, seg_cross_entropy
 from tests.kernels.conftest import DTYPES, GRAD_TOL, assert_close
 
@@ -51,14 +51,14 @@ def test_equals_single_head_functions(dims, dtype, poison):
 def test_one_launch_and_partial_inputs(monkeypatch):
     seg, seg_t, edge, edge_t = inputs(2, 4, 2, 5, 6, torch.float32)
     launches = []
-    kernel = dense_mod._dense_kernel
+    kernel = dense_mod.dense_kernel
 
     class Spy:
         def __getitem__(self, grid):
             launches.append(grid)
             return kernel[grid]
 
-    monkeypatch.setattr(dense_mod, "_dense_kernel", Spy())
+    monkeypatch.setattr(dense_mod, "dense_kernel", Spy())
     s, e = dense_losses(seg, seg_t, edge, edge_t, backend="triton")
     assert len(launches) == 1
     s_only, none = dense_losses(seg, seg_t, backend="triton")
