@@ -341,7 +341,11 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
         raise ConfigError(
             f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} '{name}' at "
             f"'{dotted}.name'{_closest(str(name), spec.registry.names())}")
-    params = inspect.signature(spec.registry.get(name)).parameters
+    try:
+        builder = spec.registry.get(name)  # a prefix family (timm:<model>) checks the rest
+    except ConfigError as e:
+        raise ConfigError(f"{_where(origins, dotted + '.name')}: {e}") from None
+    params = inspect.signature(builder).parameters
     valid = spec.registry.option_names(name, spec.skip)  # None: takes **kwargs
     for key, v in value.items():
         if key == "name":
