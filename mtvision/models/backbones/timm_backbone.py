@@ -12,7 +12,6 @@ input, as ``vit.ViTBackbone`` does) and ``dynamic_img_pad`` where timm offers th
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from mtvision.models.backbones.base import BackboneBase, check_options
 from mtvision.models.backbones.vit import SimpleFeaturePyramid
 from mtvision.models.backbones.weights import read_state_dict
 from mtvision.models.heads.base import FeatureInfo
-from mtvision.registry import BACKBONES, ConfigError
+from mtvision.registry import BACKBONES, ConfigError, closest
 
 PREFIX = "timm"
 PYRAMID_STRIDE = 16  # the stride SimpleFeaturePyramid expects (ViTDet's)
@@ -50,8 +49,7 @@ def check_model_name(model: str) -> None:
         raise ConfigError("a timm backbone needs a model name: timm:<model>, e.g. "
                           "timm:convnext_tiny")
     if not timm.is_model(model):
-        match = difflib.get_close_matches(model, timm.list_models(), n=1, cutoff=0.6)
-        hint = f" (did you mean 'timm:{match[0]}'?)" if match else ""
+        hint = closest(f"{PREFIX}:{model}", [f"{PREFIX}:{n}" for n in timm.list_models()])
         raise ConfigError(f"unknown timm model '{model}'{hint}; timm.list_models() lists them")
 
 
@@ -225,7 +223,10 @@ class TimmBackbone(BackboneBase):
         if self._own_loop:
             targets = set(self.net.return_layers)
             units = list(self.net.named_children())
-            ends = {n: self.levels.get(int(i)) for n, i in self.net.return_layers.items()}
+            # Return ids are feature_info's out_indices; their rank is the position in it.
+            ids = sorted(int(i) for i in self.net.return_layers.values())
+            ends = {n: self.levels.get(ids.index(int(i)))
+                    for n, i in self.net.return_layers.items()}
         else:
             names = self.net.feature_info.module_name()
             targets = set(names)
