@@ -1,5 +1,9 @@
 """Configuration: YAML files with ``_base_`` inheritance, ``-o key=value`` overrides, validation.
 
+A config is a file path or the name of a config shipped with mtvision (``demo``,
+``benchmarks/nyuv2_resnet50``; ``list_configs()``); ``_base_`` entries are relative to the file
+that names them.
+
 Every key is checked against the schema below (or, for the pluggable parts, against the
 signature of the registered builder): an unknown key or a wrong type is a ``ConfigError``
 naming the key, the file it came from and the closest valid key. ``load_config`` returns a
@@ -247,6 +251,48 @@ def _load_tree(path: Path, origins: dict[str, str], stack: tuple[Path, ...] = ()
     return _merge(merged, data, origins, str(path))
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def config_dir() -> Path:
+    """The shipped configs: ``mtvision/configs`` in an installed wheel (package data), the
+    repository's ``configs/`` in a checkout (the wheel maps that folder to the former)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "configs"):
+        if folder.is_dir():
+            return folder
+    raise ConfigError(f"the configs shipped with mtvision are missing (no {here / 'configs'}); "
+                      "reinstall mtvision")
+
+
+def list_configs() -> list[str]:
+    """Names of the shipped configs (paths under ``config_dir()`` without the suffix), sorted;
+    the ``_base_`` pieces are left out."""
+    root = config_dir()
+    return sorted(p.relative_to(root).with_suffix("").as_posix()
+                  for p in root.rglob("*") if p.suffix in CONFIG_SUFFIXES
+                  and "_base_" not in p.relative_to(root).parts)
+
+
+def resolve_config(config: str | os.PathLike) -> Path:
+    """The file of ``config``: an existing file as given, else a shipped config of that name
+    (``demo``, ``benchmarks/nyuv2_resnet50``, with or without ``configs/`` and ``.yaml``)."""
+    path = Path(config).expanduser()
+    if path.is_file():
+        return path
+    name = path.as_posix()
+    if not path.is_absolute():
+        name = name.removeprefix("configs/")
+        stem = name[: -len(path.suffix)] if path.suffix in CONFIG_SUFFIXES else name
+        for suffix in CONFIG_SUFFIXES:
+            shipped = config_dir() / f"{stem}{suffix}"
+            if shipped.is_file():
+                return shipped
+        raise ConfigError(f"config file not found: {config}, and mtvision ships no config named "
+                          f"'{stem}'{_closest(stem, list_configs())} (mtvision configs lists them)")
+    raise ConfigError(f"config file not found: {config}")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3); the value is read as YAML (numbers, lists, null...)."""
     if "=" not in text:
@@ -300,7 +346,11 @@ def _check_named(spec: Named, value: Any, dotted: str, origins: dict[str, str]) 
         raise ConfigError(
             f"{_where(origins, dotted + '.name')}: unknown {spec.registry.kind} '{name}' at "
             f"'{dotted}.name'{_closest(str(name), spec.registry.names())}")
-    params = inspect.signature(spec.registry.get(name)).parameters
+    try:
+        builder = spec.registry.get(name)  # a prefix family (timm:<model>) checks the rest
+    except ConfigError as e:
+        raise ConfigError(f"{_where(origins, dotted + '.name')}: {e}") from None
+    params = inspect.signature(builder).parameters
     valid = spec.registry.option_names(name, spec.skip)  # None: takes **kwargs
     for key, v in value.items():
         if key == "name":
@@ -402,10 +452,11 @@ def _validate(schema: dict, cfg: dict, origins: dict[str, str], prefix: str = ""
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read ``path`` with its ``_base_`` files, apply ``overrides``, validate, fill defaults."""
+    """Read ``path`` (a file or a shipped config name) with its ``_base_`` files, apply
+    ``overrides``, validate, fill defaults."""
     _register_all()
     origins: dict[str, str] = {}
-    cfg = _load_tree(Path(path), origins)
+    cfg = _load_tree(resolve_config(path), origins)
     cfg = apply_overrides(cfg, overrides or [], origins)
     return _check_dataset(_validate(SCHEMA, cfg, origins), origins)
 

@@ -5,6 +5,9 @@ A new part plugs in with a decorator, without editing the core::
     @HEADS.register("fcos")
     class FCOSHead(TaskHead): ...
 
+A family of names can be served by one builder with ``register_prefix``: ``timm:convnext_tiny``
+calls the ``timm`` builder with ``"convnext_tiny"`` as its first argument.
+
 ``Registry.build(cfg)`` checks the options in ``cfg`` against the builder's signature, so a
 misspelled option is an error naming the option and the closest valid one.
 """
@@ -12,6 +15,7 @@ misspelled option is an error naming the option and the closest valid one.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +37,7 @@ class Registry:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., Any]] = {}
+        self._prefixes: dict[str, tuple[Callable[..., Any], Callable[[str], None] | None]] = {}
 
     def register(self, name: str | None = None
                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -45,23 +50,50 @@ class Registry:
 
         return deco
 
+    def register_prefix(self, prefix: str, builder: Callable[..., Any],
+                        check: Callable[[str], None] | None = None) -> None:
+        """Serve every name ``PREFIX:rest`` with ``builder(rest, **options)``; ``check(rest)``
+        (run by ``get``) raises ConfigError for a ``rest`` the family does not have."""
+        if prefix in self._prefixes:
+            raise KeyError(f"{self.kind} prefix '{prefix}:' is registered twice")
+        self._prefixes[prefix] = (builder, check)
+
+    def _prefixed(self, name: str) -> tuple[Callable[..., Any], str] | None:
+        prefix, sep, rest = str(name).partition(":")
+        if not sep or prefix not in self._prefixes:
+            return None
+        builder, check = self._prefixes[prefix]
+        if check is not None:
+            check(rest)
+        return functools.partial(builder, rest), rest
+
     def unregister(self, name: str) -> None:
         """Remove ``name`` (plug-ins and tests that register a part for a while)."""
         self._items.pop(name, None)
 
     def names(self) -> list[str]:
+        """The registered names (without the prefix families)."""
         return sorted(self._items)
 
+    def families(self) -> list[str]:
+        """The prefix families, as ``PREFIX:<name>``."""
+        return [f"{p}:<name>" for p in sorted(self._prefixes)]
+
     def __contains__(self, name: str) -> bool:
-        return name in self._items
+        """Registered, or of a prefix family (whose ``check`` runs in ``get``)."""
+        prefix, sep, _ = str(name).partition(":")
+        return name in self._items or bool(sep) and prefix in self._prefixes
 
     def get(self, name: str) -> Callable[..., Any]:
-        if name not in self._items:
+        if name in self._items:
+            return self._items[name]
+        found = self._prefixed(name)
+        if found is None:
             raise ConfigError(
                 f"unknown {self.kind} '{name}'{closest(name, self.names())}; "
-                f"available: {', '.join(self.names())}"
+                f"available: {', '.join(self.names() + self.families())}"
             )
-        return self._items[name]
+        return found[0]
 
     def option_names(self, name: str, skip: tuple[str, ...] = ()) -> list[str] | None:
         """The keyword options a builder accepts, or None when it takes ``**kwargs``."""

@@ -1,51 +1,15 @@
-"""Evaluate a checkpoint: python tools/eval.py CONFIG CHECKPOINT [--out FILE.json]
-[--device D] [--split NAME] [--baselines FILE.json|FILE.yaml [--exclude TASK ...]]
-[-o key=value ...]
+#!/usr/bin/env python
+"""Evaluate a checkpoint: `python tools/eval.py ...` is `mtvision eval ...` (see --help)."""
 
-With --baselines (single-task results, e.g. from tools/train.py --single-task-baselines, or a
-YAML of published numbers such as configs/benchmarks/published/*.yaml) the results JSON and
-table also give Delta_m, the mean relative improvement over them in percent."""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
+# Lets `python tools/eval.py` work from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtvision.cli import run_cli  # noqa: E402
+from mtvision.commands.eval import build_parser, main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("config")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", default=None, help="results JSON (default: beside the checkpoint)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--split", default=None, help="dataset split (default: data.val_split)")
-    p.add_argument("--baselines", default=None, metavar="FILE.json|FILE.yaml",
-                   help="single-task results {task: {metric: value}}, or a YAML of published "
-                        "numbers: adds Delta_m")
-    p.add_argument("--exclude", action="append", default=[], metavar="TASK",
-                   help="task left out of Delta_m (repeatable; model.aux_tasks always are)")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-
-    def run() -> None:
-        from mtvision.config import load_config
-        from mtvision.engine.evaluator import evaluate_checkpoint, format_table
-
-        cfg = load_config(a.config, a.override)
-        res = evaluate_checkpoint(cfg, a.checkpoint, a.out, a.device, a.split,
-                                  progress=not a.no_progress, baselines=a.baselines,
-                                  delta_m_exclude=a.exclude)
-        print(format_table(res))
-        print(f"results: {a.out or Path(a.checkpoint).with_name('metrics.json')}")
-
-    return run_cli(run)
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

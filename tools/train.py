@@ -1,50 +1,15 @@
-"""Train a multi-task model: python tools/train.py CONFIG [--work-dir DIR] [--resume]
-[--device auto|cpu|cuda] [--single-task-baselines] [-o key=value ...]
+#!/usr/bin/env python
+"""Train a multi-task model: `python tools/train.py ...` is `mtvision train ...` (see --help)."""
 
---single-task-baselines trains instead one model per task head of the config (the same data
-and schedule, in WORK_DIR/single_<task>), evaluates each and writes WORK_DIR/baselines.json for
-tools/eval.py --baselines (Delta_m); with --resume, finished tasks are kept."""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
+# Lets `python tools/train.py` work from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtvision.cli import run_cli  # noqa: E402
+from mtvision.commands.train import build_parser, main  # noqa: E402
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("config")
-    p.add_argument("--work-dir", default=None, help="output folder (default: runs/CONFIG_NAME)")
-    p.add_argument("--resume", action="store_true", help="continue from WORK_DIR/last.pt")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--single-task-baselines", action="store_true",
-                   help="train and evaluate one single-task model per head; write baselines.json")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-
-    def run() -> None:
-        from mtvision.config import load_config
-        from mtvision.engine.trainer import train
-
-        cfg = load_config(a.config, a.override)
-        work_dir = a.work_dir or cfg["work_dir"] or f"runs/{Path(a.config).stem}"
-        if a.single_task_baselines:
-            from mtvision.engine.baselines import BASELINES_FILE, train_single_task_baselines
-
-            train_single_task_baselines(cfg, work_dir, a.device, progress=not a.no_progress,
-                                        resume=a.resume)
-            print(f"baselines: {Path(work_dir) / BASELINES_FILE}")
-            return
-        train(cfg, work_dir, a.resume, a.device, progress=not a.no_progress)
-
-    return run_cli(run)
-
+__all__ = ["build_parser", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,11 +37,12 @@ from typing import Any
 import torch
 
 from mtvision.benchmarks.common import device_name, start_run, triton_version, write_results
+from mtvision.config import resolve_config
 from mtvision.registry import BACKBONES, BALANCERS, ConfigError, closest
 
 MODES = ("param", "feature")
 BASELINE = "fixed"
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEFAULT_CONFIG = "demo"  # the shipped demo config (mtvision.config.resolve_config)
 # The shuffled order of each round comes from this seed: reruns interleave identically.
 ORDER_SEED = 0
 # The targets of the issue, as ratios to equal weighting.
@@ -364,9 +365,7 @@ def run_balancing_benchmark(
     mode_list = _resolve_modes(modes)
     backbone_list = _resolve_backbones(backbones)
     _check_sizes(batch, image_size, rounds, steps_per_round, warmup)
-    config_path = Path(config) if config is not None else DEFAULT_CONFIG
-    if not config_path.is_file():
-        raise ConfigError(f"config file '{config_path}' not found")
+    config_path = resolve_config(config if config is not None else DEFAULT_CONFIG)
     dev = start_run(device, out)
     say = log or (lambda line: None)
 

@@ -16,7 +16,6 @@ import random
 import statistics
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +25,7 @@ from mtvision.benchmarks.kernels import time_cpu, time_cuda
 from mtvision.engine.device import amp_dtype
 from mtvision.registry import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+DEFAULT_CONFIG = "demo"  # the shipped demo config (mtvision.config.resolve_config)
 
 
 def _models(cfg: dict[str, Any]) -> dict[str, torch.nn.Module]:

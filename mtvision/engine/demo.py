@@ -15,7 +15,7 @@ from mtvision.engine.trainer import train
 TARGETS = {("det", "mAP50"): 0.5, ("seg", "mIoU"): 0.6, ("edge", "ODS"): 0.5, ("cls", "top1"): 0.8}
 
 
-def run_demo(config: str = "configs/demo.yaml", overrides: list[str] | None = None,
+def run_demo(config: str = "demo", overrides: list[str] | None = None,
              device: str = "auto", num_images: int = 4, video_frames: int = 24,
              progress: bool = True) -> dict[str, Any]:
     """Train ``config`` (resuming a finished or interrupted run), evaluate the best

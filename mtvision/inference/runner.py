@@ -2,7 +2,8 @@
 
 Outputs in ``out_dir`` (the tasks the model has, or those asked for):
 
-- image sets: ``NAME.jpg`` (annotated) and the maps ``NAME_seg.png`` (uint8 class ids),
+- image sets: ``NAME.jpg`` (annotated) and the maps ``NAME_seg.png`` (class ids as the pixel
+  values of a palette PNG whose colours are those of the annotated image),
   ``NAME_edge.png`` (uint8 boundary probability x 255), ``NAME_depth.png`` (uint16 depth x
   ``DEPTH_PNG_SCALE``: millimetres when the training depth is in metres) and
   ``NAME_normals.png`` (RGB (n + 1) / 2);
@@ -20,6 +21,7 @@ Every JSON file is written atomically; an interrupted run leaves no half-written
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -34,11 +36,12 @@ from typing import Any, TypeVar
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from mtvision.data.io import write_json_atomic
 from mtvision.inference.display import Display
-from mtvision.inference.drawing import normals_to_rgb
+from mtvision.inference.drawing import normals_to_rgb, palette
 from mtvision.inference.predictor import Predictor, Result
 from mtvision.inference.sources import (
     CaptureSource,
@@ -71,6 +74,17 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise InferenceError(f"cannot encode image {path}")
     path.write_bytes(buf.tobytes())
+
+
+def _write_class_map(path: Path, ids: np.ndarray) -> None:
+    """A class map as a palette PNG (as VOC's masks): the pixel values are the class ids, so
+    PIL and numpy read them back unchanged, and viewers show the colours of the segmentation
+    overlay (``drawing.palette``). OpenCV expands palette PNGs to colours: read with PIL."""
+    image = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8))  # mode "L"
+    image.putpalette(palette(256).tobytes())  # "L" + palette -> "P", the values kept
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    path.write_bytes(buf.getvalue())
 
 
 class _Timer:
@@ -315,7 +329,10 @@ def _save_maps(out: Path, src: ImageSource | CaptureSource, frame: Frame, result
         paths = _image_outputs(out, frame.name)
         files = {"annotated": annotated, **_maps(result)}
     for key, image in files.items():
-        _write_image(paths[key], image)
+        if key == "seg":
+            _write_class_map(paths[key], image)
+        else:
+            _write_image(paths[key], image)
     return {key: paths[key].relative_to(out).as_posix() for key in files}
 
 

@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from mtvision.inference import InferenceError, open_source, run_inference
+from mtvision.inference import InferenceError, open_source, palette, run_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root, for tools/
 from tools.infer import main  # noqa: E402
@@ -51,10 +52,19 @@ def test_folder_of_images(tmp_path, checkpoint, images_dir, capsys):
         assert (r["annotated"], r["seg"], r["edge"]) == (
             f"{stem}.jpg", f"{stem}_seg.png", f"{stem}_edge.png")
         assert cv2.imread(str(out / r["annotated"])).shape == (h, w, 3)
-        seg = cv2.imread(str(out / r["seg"]), cv2.IMREAD_UNCHANGED)
+        seg_png = Image.open(out / r["seg"])
+        seg = np.array(seg_png)  # a palette PNG: PIL gives the indices, the class ids
         edge = cv2.imread(str(out / r["edge"]), cv2.IMREAD_UNCHANGED)
-        assert seg.shape == edge.shape == (h, w) and seg.dtype == edge.dtype == np.uint8
+        assert seg_png.mode == "P" and seg.shape == edge.shape == (h, w)
+        assert seg.dtype == edge.dtype == np.uint8
         assert seg.max() < 4
+        # The palette is Pascal VOC's, the colours of the annotated image's overlay:
+        # class 0 black, 1 (128, 0, 0), 2 (0, 128, 0), 3 (128, 128, 0).
+        colours = np.array(seg_png.getpalette(), np.uint8).reshape(-1, 3)
+        assert colours[:4].tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]
+        np.testing.assert_array_equal(colours[:256], palette(256))
+        # What a viewer shows: each pixel in the colour of its class.
+        np.testing.assert_array_equal(np.array(seg_png.convert("RGB")), colours[seg])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_processed"] == 2 and summary["kind"] == "images"
     assert set(summary["ms_per_image"]) == {"preprocess", "inference", "postprocess", "output"}
@@ -189,7 +199,7 @@ def test_video_stride_maps_and_corrupt_frame(tmp_path, checkpoint, clip_path):
     assert len(list(open_source(summary["video"]))) == summary["num_processed"]
     for r in records:  # the maps of every frame, at the source's size
         for key in ("seg", "edge"):
-            m = cv2.imread(str(out / r[key]), cv2.IMREAD_UNCHANGED)
+            m = np.array(Image.open(out / r[key]))  # seg: a palette PNG, read as indices
             assert m.shape == (108, 192), (key, r[key])
         assert r[key].startswith("damaged_maps/")
 

@@ -14,11 +14,23 @@ from mtvision.registry import ConfigError
 StateDict = dict[str, Tensor]
 
 
-def _read_file(path: Path, arch: str) -> StateDict:
+WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors"}
+
+
+def read_state_dict(path: Path, arch: str) -> StateDict:
+    """The state dict in ``path`` (a ``torch.save`` file, read with ``weights_only``, or
+    ``.safetensors``), unwrapped from a ``model``/``state_dict`` key; ConfigError if unusable."""
     if not path.is_file():
         raise ConfigError(f"pretrained weights file not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file  # comes with timm, whose files use it
+
+            state = load_file(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise ConfigError(f"{path}: reading .safetensors needs the safetensors package") from None
     except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
         raise ConfigError(f"cannot read pretrained weights {path}: {e}") from None
     for key in ("model", "state_dict"):  # training checkpoints wrap the weights
@@ -62,8 +74,8 @@ def load_pretrained(net: nn.Module, arch: str, pretrained: str,
     ``net`` to it) before loading.
     """
     path = Path(pretrained).expanduser()
-    is_file = path.suffix in {".pth", ".pt", ".bin"} or path.exists()
-    state = _read_file(path, arch) if is_file else _download(arch, pretrained)
+    is_file = path.suffix in WEIGHT_SUFFIXES or path.exists()
+    state = read_state_dict(path, arch) if is_file else _download(arch, pretrained)
     if prepare is not None:
         state = prepare(state)
     source = str(path) if is_file else f"'{pretrained}'"

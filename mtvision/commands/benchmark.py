@@ -1,0 +1,172 @@
+"""Benchmarks: mtvision benchmark COMMAND [options] (or python tools/benchmark.py ...)
+
+    mtvision benchmark kernels [--quick] [--device D] [--out FILE.json]
+    mtvision benchmark balancing [--methods a,b] [--modes param,feature]
+                                 [--backbones resnet18,resnet50] [--device D] [...]
+    mtvision benchmark inference [--config C] [-o key=value] [--batch N]
+                                 [--image-size PX] [--rounds R] [--device D] [...]
+
+kernels: the fused Triton losses against plain PyTorch, forward + backward (time, achieved
+GB/s, peak memory); on the CPU only the PyTorch side is timed.
+balancing: one training step of the demo model with each balancing method, as a ratio to
+equal weighting (interleaved rounds, medians); on CUDA also the Gram kernel against G @ G.T.
+inference: the multi-task model of a config against one model per head with the same backbone
+(latency, images/s, the ratio multi-task / sum of single-task); on CUDA also under AMP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mtvision.cli import run_cli
+
+
+def _number(kind: type, minimum: float, strict: bool = False):
+    """An argparse type: ``kind`` (int or float) >= ``minimum`` (> when ``strict``)."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"must be {'>' if strict else '>='} {minimum}, "
+                                             f"got {value}")
+        return value
+
+    return parse
+
+
+_non_negative_ms = _number(float, 0)
+_positive_ms = _number(float, 0, strict=True)
+_positive_int = _number(int, 1)
+_non_negative_int = _number(int, 0)
+
+
+def _names(text: str) -> list[str]:
+    """A comma-separated list; the library checks the names (with a 'did you mean')."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _run_kernels(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.kernels import format_table, run_kernel_benchmark
+
+    res = run_kernel_benchmark(a.case, a.device, a.quick, a.out, a.warmup, a.rep,
+                               log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_kernels(sub: argparse._SubParsersAction) -> None:
+    from mtvision.benchmarks.kernels import CASES
+
+    p = sub.add_parser("kernels", help="fused Triton losses against plain PyTorch",
+                       description="Time the fused Triton losses and their plain-PyTorch "
+                                   "equivalents, forward + backward.")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--quick", action="store_true", help="tiny shapes: a check, not a benchmark")
+    p.add_argument("--out", default="runs/benchmark/kernels.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/kernels.json)")
+    p.add_argument("--warmup", type=_non_negative_ms, default=25.0, metavar="MS",
+                   help="warm-up time per callable in ms (default 25)")
+    p.add_argument("--rep", type=_positive_ms, default=100.0, metavar="MS",
+                   help="timed repetitions per callable in ms (default 100; on the CPU at "
+                        "least 3 runs)")
+    p.add_argument("--case", action="append", choices=CASES, default=None,
+                   help="run only this case (repeatable; default: all)")
+    p.set_defaults(run=_run_kernels)
+
+
+def _run_balancing(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.balancing import format_table, run_balancing_benchmark
+
+    res = run_balancing_benchmark(a.methods, a.modes, a.backbones, a.batch, a.image_size,
+                                  a.rounds, a.steps, a.warmup, a.device, a.out, a.config,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_balancing(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("balancing", help="step time of each balancing method against equal "
+                                         "weighting",
+                       description="Time one training step of the demo model with each "
+                                   "balancing method (gradient methods in each mode), "
+                                   "interleaved in rounds, as a ratio to equal weighting.")
+    p.add_argument("--methods", type=_names, default=None, metavar="A,B,...",
+                   help="balancer names (default: every registered one; fixed always runs, "
+                        "as the baseline)")
+    p.add_argument("--modes", type=_names, default=["param", "feature"], metavar="M,...",
+                   help="modes of the gradient methods (default: param,feature)")
+    p.add_argument("--backbones", type=_names, default=["resnet18"], metavar="B,...",
+                   help="backbones of the demo model (default: resnet18; e.g. "
+                        "resnet18,resnet50)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--image-size", type=_positive_int, default=128, metavar="PX",
+                   help="square image side, a multiple of 32 (default 128)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds (default 5)")
+    p.add_argument("--steps", type=_positive_int, default=3,
+                   help="timed steps per configuration and round (default 3)")
+    p.add_argument("--warmup", type=_non_negative_int, default=2,
+                   help="untimed steps per configuration after building it (default 2)")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="model/training config, a file or a shipped name (default: demo)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--out", default="runs/benchmark/balancing.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/balancing.json)")
+    p.set_defaults(run=_run_balancing)
+
+
+def _run_inference(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.inference import format_table, run_inference_benchmark
+
+    res = run_inference_benchmark(a.config, a.override, a.batch, (a.image_size, a.image_size),
+                                  a.rounds, a.warmup, a.rep, a.device, a.out,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_inference(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inference", help="a multi-task model against its single-task models",
+                       description="Latency and images/s of the multi-task model of a config "
+                                   "and of one model per head with the same backbone "
+                                   "(forward + post-processing), interleaved in rounds; the "
+                                   "ratio multi-task / sum of single-task.")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="model config, a file or a shipped name (default: demo, the 4-task demo "
+                        "model)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. -o model.backbone.name=resnet50")
+    p.add_argument("--batch", type=_positive_int, default=1, help="images per call (default 1)")
+    p.add_argument("--image-size", type=_positive_int, default=128, metavar="PX",
+                   help="square image side, a multiple of 32 (default 128)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds (default 5)")
+    p.add_argument("--warmup", type=_non_negative_ms, default=50.0, metavar="MS",
+                   help="warm-up time per model and round in ms (default 50)")
+    p.add_argument("--rep", type=_positive_ms, default=200.0, metavar="MS",
+                   help="timed time per model and round in ms (default 200; at least 3 runs)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--out", default="runs/benchmark/inference.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/inference.json)")
+    p.set_defaults(run=_run_inference)
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # One function per subcommand; a new benchmark adds its own here.
+    _add_kernels(sub)
+    _add_balancing(sub)
+    _add_inference(sub)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Entry point; returns the exit status (2 on a bad option, device or output file)."""
+    a = build_parser(prog).parse_args(argv)
+    return run_cli(lambda: a.run(a))
+
