@@ -1,29 +1,15 @@
-"""Prove the GPU path on a CUDA machine: python tools/gpu_check.py [--out DIR]
+#!/usr/bin/env python
+"""Prove the GPU path: `python tools/gpu_check.py [--out DIR]` is `mtvision benchmark
+gpu-check` (and `make gpu-check`): on a CUDA machine the cuda tests, a 300-iteration AMP demo,
+the kernel and balancing benchmarks and one report; elsewhere one line, exit 0."""
 
-Runs `pytest -m cuda`, a 300-iteration demo training with AMP (evaluated, with inference), the
-kernel and balancing benchmarks on the GPU, and writes DIR/report.json (default
-runs/gpu-check). Without CUDA it prints one line and exits 0. Same as `make gpu-check`.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
+# Lets `python tools/gpu_check.py` work from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="runs/gpu-check", help="report folder")
-    a = p.parse_args(argv)
-    from mtvision.benchmarks.gpu_check import run_gpu_check
-
-    report = run_gpu_check(a.out)
-    return 0 if report is None or report["ok"] else 1
-
+from mtvision.commands.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["gpu-check", *sys.argv[1:]], prog="tools/gpu_check.py"))

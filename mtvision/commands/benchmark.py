@@ -5,6 +5,8 @@
                                  [--backbones resnet18,resnet50] [--device D] [...]
     mtvision benchmark inference [--config C] [-o key=value] [--batch N]
                                  [--image-size PX] [--rounds R] [--device D] [...]
+    mtvision benchmark data [--image-sizes 128,512] [--workers 0,1,2] [--batch N] [...]
+    mtvision benchmark gpu-check [--out DIR]
 
 kernels: the fused Triton losses against plain PyTorch, forward + backward (time, achieved
 GB/s, peak memory); on the CPU only the PyTorch side is timed.
@@ -12,6 +14,9 @@ balancing: one training step of the demo model with each balancing method, as a 
 equal weighting (interleaved rounds, medians); on CUDA also the Gram kernel against G @ G.T.
 inference: the multi-task model of a config against one model per head with the same backbone
 (latency, images/s, the ratio multi-task / sum of single-task); on CUDA also under AMP.
+data: images/s of the training input pipeline alone (no model), per image size and worker count.
+gpu-check: on a CUDA machine, the cuda tests, a 300-iteration AMP demo and the kernel and
+balancing benchmarks, one report (`make gpu-check`); elsewhere one line, exit 0.
 """
 
 from __future__ import annotations
@@ -155,6 +160,66 @@ def _add_inference(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_inference)
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(n) for n in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got "
+                                         f"{text!r}") from None
+
+
+def _run_data(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.data import format_table, run_data_benchmark
+
+    res = run_data_benchmark(a.config, a.image_sizes, a.workers, a.batch, a.batches, a.warmup,
+                             a.rounds, a.out,
+                             log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="images/s of the training input pipeline alone",
+                       description="Read the demo's training pipeline (generated shapes, its "
+                                   "transforms, the trainer's loader) at each image size with "
+                                   "each number of workers, without a model; interleaved "
+                                   "rounds, medians.")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="config whose data pipeline is read (default: demo)")
+    p.add_argument("--image-sizes", type=_ints, default=[128, 512], metavar="PX,...",
+                   help="square image sides (default: 128,512)")
+    p.add_argument("--workers", type=_ints, default=[0, 1, 2], metavar="N,...",
+                   help="loader worker counts (default: 0,1,2)")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per batch (default 8)")
+    p.add_argument("--batches", type=_positive_int, default=10,
+                   help="timed batches per configuration and round (default 10)")
+    p.add_argument("--warmup", type=_non_negative_int, default=2,
+                   help="untimed batches per configuration and round (default 2)")
+    p.add_argument("--rounds", type=_positive_int, default=3,
+                   help="interleaved rounds (default 3)")
+    p.add_argument("--out", default="runs/benchmark/data.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/data.json)")
+    p.set_defaults(run=_run_data)
+
+
+def _run_gpu_check(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.gpu_check import run_gpu_check
+
+    report = run_gpu_check(a.out)
+    if report is not None and not report["ok"]:
+        raise SystemExit(1)
+
+
+def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("gpu-check", help="prove the GPU path (make gpu-check)",
+                       description="On a CUDA machine: pytest -m cuda, a 300-iteration AMP "
+                                   "demo with its evaluation, the kernel and balancing "
+                                   "benchmarks, one JSON report. Without CUDA: one line, exit 0.")
+    p.add_argument("--out", default="runs/gpu-check", metavar="DIR",
+                   help="report folder (default: runs/gpu-check)")
+    p.set_defaults(run=_run_gpu_check)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -162,6 +227,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_kernels(sub)
     _add_balancing(sub)
     _add_inference(sub)
+    _add_data(sub)
+    _add_gpu_check(sub)
     return p
 
 
