@@ -133,6 +133,8 @@ SCHEMA: dict[str, Any] = {
         "grad_clip": Field(FLOAT, 10.0, nullable=True),
         "amp": Field(STR, "auto", choices=("auto", "none", "bf16", "fp16")),
         "channels_last": Field(BOOL, False),
+        # Model EMA: {decay: 0.9998, warmup: 2000} (null: off); evaluated and exported.
+        "ema": OptionsOf("mtvision.engine.ema:ModelEMA", skip=("model",)),
         # torch.compile of backbone, neck and heads: false, true (inductor) or a backend name.
         "compile": Field((bool, str), False),
         "log_interval": Field(INT, 20, minimum=1),

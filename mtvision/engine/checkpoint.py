@@ -126,15 +126,19 @@ def config_differences(ckpt: Any, current: Any, prefix: str = "model",
 
 
 def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike,
-                 config_model: dict[str, Any] | None = None) -> None:
+                 config_model: dict[str, Any] | None = None, ema: bool = True) -> None:
     """Load the checkpoint ``state``'s weights into ``model`` (strictly), or raise one
     ``CheckpointError`` line naming the file and the first differences: those between the
     checkpoint's ``model`` config and ``config_model`` (the config ``model`` was built from,
-    when it is not the checkpoint's own) and those between the weights."""
-    problems = weight_problems(model.state_dict(), state["model"])
+    when it is not the checkpoint's own) and those between the weights.
+
+    ``ema``: the EMA weights where the checkpoint has them (``train.ema``: what evaluation,
+    inference and export use); False: the raw weights (what training resumes from)."""
+    weights = state["ema"]["weights"] if ema and state.get("ema") else state["model"]
+    problems = weight_problems(model.state_dict(), weights)
     if not problems:
         try:
-            model.load_state_dict(state["model"])
+            model.load_state_dict(weights)
             return
         except (RuntimeError, TypeError, ValueError) as e:  # e.g. a non-tensor entry
             problems = [_one_line(str(e))]

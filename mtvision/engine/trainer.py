@@ -39,6 +39,7 @@ from mtvision.engine.checkpoint import (
 )
 from mtvision.engine.compile import compile_backend, compile_model
 from mtvision.engine.device import amp_dtype, resolve_device, tune_cudnn
+from mtvision.engine.ema import build_ema, swapped_weights
 from mtvision.engine.evaluator import evaluate, format_table, summary_score
 from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
 from mtvision.models import MultiTaskModel, build_model
@@ -239,6 +240,7 @@ class Trainer:
         self.memory_format = (torch.channels_last if tcfg["channels_last"]
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
+        self.ema = build_ema(self.model, tcfg["ema"])
         backend = compile_backend(tcfg["compile"])
         if backend is not None:
             compile_model(self.model, backend)
@@ -298,6 +300,7 @@ class Trainer:
             "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
             "balancer": self.balancer.state_dict(), "rng": rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
@@ -327,7 +330,12 @@ class Trainer:
             for stale in self.work_dir.glob(".*.pt.*.tmp"):
                 stale.unlink(missing_ok=True)
         state = load_checkpoint(path, map_location="cpu")
-        load_weights(self.model, state, path, config_model=self.cfg["model"])
+        load_weights(self.model, state, path, config_model=self.cfg["model"], ema=False)
+        if self.ema is not None:
+            if state.get("ema"):
+                self.ema.load_state_dict(state["ema"])
+            else:  # EMA switched on for a run that had none: it starts from here
+                self.ema = build_ema(self.model, self.cfg["train"]["ema"])
         # Same number of classes is not enough: label k must still mean the same class.
         check_classes_agree(state.get("classes") or {}, self.classes, f"checkpoint {path}",
                             f"split '{self.cfg['data']['train_split']}'")
@@ -400,6 +408,8 @@ class Trainer:
         self.nonfinite_in_a_row = 0
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
         # Detached tensors, not floats: reading them back is a device sync, done only when
         # the progress bar or the log needs them.
         out: dict[str, Any] = dict(totals)
@@ -462,8 +472,9 @@ class Trainer:
         # Periodic evaluations use the fast edge matcher unless eval.train_edge_mode says
         # otherwise; tools/eval.py scores with the benchmark's own (eval.edge_mode).
         eval_cfg = {**self.cfg["eval"], "edge_mode": self.cfg["eval"]["train_edge_mode"]}
-        res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
-                       eval_cfg, self.device, self.progress)
+        with swapped_weights(self.model, self.ema.weights() if self.ema else None):
+            res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
+                           eval_cfg, self.device, self.progress)
         # Auxiliary tasks are evaluated and logged, but do not choose the best checkpoint.
         score = headline_score(res, self.cfg["train"]["best_metric"], self.model.aux_tasks)
         self._log({"type": "eval", "iter": self.iteration,
