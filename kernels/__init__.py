@@ -99,16 +99,16 @@ def resolve_backend(backend: str, tensor: torch.Tensor) -> str:
     return _record(backend)
 
 
-from kernels.cross_entropy import seg_cross_entropy  # noqa: E402
+from .cross_entropy import seg_cross_entropy  # noqa: E402
 
 __all__ = ["INTERPRET", "last_backend", "resolve_backend", "seg_cross_entropy",
            "triton_available"]
-from kernels.balanced_bce import edge_bce, edge_bce_maps  # noqa: E402
-from kernels.combine import combine_losses  # noqa: E402
-from kernels.focal import sigmoid_focal_loss  # noqa: E402
-from kernels.multi_head import dense_losses  # noqa: E402
+from .balanced_bce import edge_bce, edge_bce_maps  # noqa: E402
+from .combine import combine_losses  # noqa: E402
+from .focal import sigmoid_focal_loss  # noqa: E402
+from .multi_head import dense_losses  # noqa: E402
 
 __all__ += ["combine_losses", "dense_losses", "edge_bce", "edge_bce_maps", "sigmoid_focal_loss"]
-from kernels.gram import graddrop, gram, weighted_rows  # noqa: E402
+from .gram import graddrop, gram, weighted_rows  # noqa: E402
 
 __all__ += ["graddrop", "gram", "weighted_rows"]

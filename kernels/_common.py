@@ -102,7 +102,7 @@ def check_grid(grid: Sequence[int]) -> None:
 def jit_module(family: str) -> ModuleType:
     """``kernels.jit.<family>``, the family's Triton kernels: imported (and with it Triton) on
     the first launch only, so that the package imports where Triton is absent."""
-    return importlib.import_module(f"kernels.jit.{family}")
+    return importlib.import_module(f"{__package__}.jit.{family}")
 
 
 def launch_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels import resolve_backend
-from kernels._common import jit_module, launch, next_pow2
+from . import resolve_backend
+from ._common import jit_module, launch, next_pow2
 
 
 def combine_config(T: int) -> tuple[int, tuple[int]]:

@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels import INTERPRET, resolve_backend
-from kernels._common import (
+from . import INTERPRET, resolve_backend
+from ._common import (
     cdiv,
     check_logits,
     check_reduction,

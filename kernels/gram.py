@@ -44,8 +44,8 @@ import functools
 
 import torch
 
-from kernels import INTERPRET, resolve_backend
-from kernels._common import cdiv, check_logits, jit_module, launch, next_pow2, pixel_block
+from . import INTERPRET, resolve_backend
+from ._common import cdiv, check_logits, jit_module, launch, next_pow2, pixel_block
 
 # tl.dot needs every dimension >= 16 on the GPU: fewer tasks are padded with masked rows, which
 # cost MMA work but no memory traffic.

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels import INTERPRET, resolve_backend
-from kernels._common import (
+from . import INTERPRET, resolve_backend
+from ._common import (
     cdiv,
     check_dense_pair,
     check_logits,
@@ -25,8 +25,8 @@ from kernels._common import (
     next_pow2,
     scaled_grad,
 )
-from kernels.balanced_bce import edge_bce_maps, edge_block_pixels, edge_finish, edge_grad
-from kernels.cross_entropy import (
+from .balanced_bce import edge_bce_maps, edge_block_pixels, edge_finish, edge_grad
+from .cross_entropy import (
     ce_block_pixels,
     ce_finish,
     ce_grad_scale,

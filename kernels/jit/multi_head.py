@@ -6,8 +6,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.jit.balanced_bce import edge_block
-from kernels.jit.cross_entropy import ce_block
+from .balanced_bce import edge_block
+from .cross_entropy import ce_block
 
 
 @triton.jit

@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from kernels import combine_losses
+from mtvision.kernels import combine_losses
 
 
 class Balancer(nn.Module, ABC):

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from kernels import gram as gram_matrix
-from kernels import weighted_rows
+from mtvision.kernels import gram as gram_matrix
+from mtvision.kernels import weighted_rows
 from mtvision.registry import ConfigError, closest
 
 # name -> (kind, fn): kind "gram" fn(gram [T, T], **options) -> w [T];

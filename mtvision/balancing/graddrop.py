@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from kernels import graddrop as graddrop_kernel
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.kernels import graddrop as graddrop_kernel
 from mtvision.registry import BALANCERS
 
 

@@ -18,8 +18,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from kernels import gram as gram_matrix
-from kernels import weighted_rows
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.task_gradients import FeatureCut, TaskGradients
 from mtvision.engine.distributed import (
@@ -28,6 +26,8 @@ from mtvision.engine.distributed import (
     is_distributed,
     world_size,
 )
+from mtvision.kernels import gram as gram_matrix
+from mtvision.kernels import weighted_rows
 from mtvision.registry import ConfigError
 
 MODES = ("param", "feature")

@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from kernels import combine_losses
 from mtvision.balancing.base import Balancer
+from mtvision.kernels import combine_losses
 from mtvision.registry import BALANCERS, ConfigError
 
 

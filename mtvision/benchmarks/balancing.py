@@ -226,7 +226,7 @@ def _time_gram(n_shared: int, tasks: int, device: torch.device) -> list[dict[str
     """``kernels.gram(G)`` against ``G @ G.T`` on a random ``tasks x n_shared`` G."""
     import triton.testing
 
-    from kernels import gram  # written alongside the gradient methods: imported when used
+    from mtvision.kernels import gram  # written alongside the gradient methods: imported when used
 
     records = []
     gen = torch.Generator(device=device).manual_seed(0)

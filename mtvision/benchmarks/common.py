@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-import kernels
+from mtvision import kernels
 from mtvision.data.io import write_json_atomic
 from mtvision.engine.device import resolve_device
 from mtvision.registry import ConfigError

@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_focal
 
-from kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
-from kernels.balanced_bce import edge_bce, edge_bce_reference
 from mtvision.benchmarks.common import device_name, start_run, triton_version, write_results
+from mtvision.kernels import dense_losses, seg_cross_entropy, sigmoid_focal_loss
+from mtvision.kernels.balanced_bce import edge_bce, edge_bce_reference
 from mtvision.registry import ConfigError, closest
 
 IGNORE = 255

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kernels import dense_losses
+from mtvision.kernels import dense_losses
 from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead
 from mtvision.models.sharing import HardSharing, Sharing, SharingParts
 from mtvision.registry import BACKBONES, HEADS, NECKS, SHARING, ConfigError

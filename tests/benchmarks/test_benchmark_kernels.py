@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import kernels
+from mtvision import kernels
 from mtvision.benchmarks.kernels import CASES, format_table, prepare_case, run_kernel_benchmark
 from mtvision.registry import ConfigError
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-import kernels
+from mtvision import kernels
 
 # (jit module, kernel) of every kernel a family launches.
 LAUNCHED = [
@@ -27,7 +27,7 @@ def spy_kernels(monkeypatch, on_launch: Callable[[str], None]) -> None:
     """Replace every launched kernel by a proxy that calls ``on_launch(name)`` when it is
     launched (``kernel[grid]``), then launches the real kernel."""
     for module, name in LAUNCHED:
-        mod = importlib.import_module(f"kernels.jit.{module}")
+        mod = importlib.import_module(f"mtvision.kernels.jit.{module}")
         kernel = getattr(mod, name)
 
         class Spy:

@@ -1,7 +1,6 @@
 import pytest
 import torch
-
-from kernels import resolve_backend
+from mtvision.kernels import resolve_backend
 
 
 def test_auto_picks_torch_on_cpu():

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from mtvision.kernels import edge_bce, edge_bce_maps
 
-from kernels import edge_bce, edge_bce_maps
 from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 

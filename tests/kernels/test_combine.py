@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import combine_losses
+from mtvision.kernels import combine_losses
 
 
 @pytest.mark.parametrize("T", [1, 3, 17])

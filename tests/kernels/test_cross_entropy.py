@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import mtvision.kernels.cross_entropy as ce_mod
 import pytest
 import torch
 import torch.nn.functional as F
+from mtvision.kernels import seg_cross_entropy
 
-import kernels.cross_entropy as ce_mod
-from kernels import seg_cross_entropy
 from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 # [N, C, *spatial]: one pixel, odd sizes, C = 1, the looped path (C > 64) up to C = 1000,

@@ -16,15 +16,14 @@ from pathlib import Path
 
 import pytest
 import triton
+from mtvision.kernels.jit.balanced_bce import edge_bce_kernel
+from mtvision.kernels.jit.combine import combine_kernel
+from mtvision.kernels.jit.cross_entropy import ce_kernel
+from mtvision.kernels.jit.focal import focal_kernel
+from mtvision.kernels.jit.gram import graddrop_kernel, gram_kernel, weighted_rows_kernel
+from mtvision.kernels.jit.multi_head import dense_kernel
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-
-from kernels.jit.balanced_bce import edge_bce_kernel
-from kernels.jit.combine import combine_kernel
-from kernels.jit.cross_entropy import ce_kernel
-from kernels.jit.focal import focal_kernel
-from kernels.jit.gram import graddrop_kernel, gram_kernel, weighted_rows_kernel
-from kernels.jit.multi_head import dense_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
 

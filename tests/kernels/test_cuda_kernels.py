@@ -14,10 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from mtvision.kernels.balanced_bce import edge_bce_reference
+from mtvision.kernels.gram import graddrop_reference
 
-import kernels
-from kernels.balanced_bce import edge_bce_reference
-from kernels.gram import graddrop_reference
+from mtvision import kernels
 from tests.conftest import ROOT
 from tests.kernels.conftest import DTYPES, GRAD_TOL, assert_close, run
 from tests.kernels.launches import LAUNCHED, family_calls, spy_kernels
@@ -252,7 +252,7 @@ NO_TRITON = r"""
 import sys
 sys.modules["triton"] = None
 import torch, torch.nn.functional as F
-import kernels
+from mtvision import kernels
 x = torch.randn(2, 5, 8, 8, device="cuda")
 t = torch.randint(0, 5, (2, 8, 8), device="cuda")
 for _ in range(3):

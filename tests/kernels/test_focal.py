@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from mtvision.kernels import sigmoid_focal_loss
 
-from kernels import sigmoid_focal_loss
 from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close, run
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from mtvision.kernels.balanced_bce import edge_bce_reference
 
-import kernels
-from kernels.balanced_bce import edge_bce_reference
+from mtvision import kernels
 
 LOSS_SCALE = 2.0**16
 FP16_MIN_NORMAL = 2.0**-14

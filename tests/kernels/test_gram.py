@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from mtvision.kernels import graddrop, gram, weighted_rows
+from mtvision.kernels.gram import graddrop_reference, gram_launch, gram_reference
 
-from kernels import graddrop, gram, weighted_rows
-from kernels.gram import graddrop_reference, gram_launch, gram_reference
 from tests.kernels.conftest import DTYPES, GRAD_TOL, LOSS_TOL, assert_close
 
 TS = [2, 3, 5, 16]

@@ -10,15 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from mtvision.kernels._common import GRID_LIMITS, check_grid
+from mtvision.kernels.balanced_bce import edge_config
+from mtvision.kernels.combine import combine_config
+from mtvision.kernels.cross_entropy import ce_config
+from mtvision.kernels.focal import focal_config
+from mtvision.kernels.gram import gram_config, rows_config
+from mtvision.kernels.multi_head import dense_config
 
 import kernels._common as common
-from kernels._common import GRID_LIMITS, check_grid
-from kernels.balanced_bce import edge_config
-from kernels.combine import combine_config
-from kernels.cross_entropy import ce_config
-from kernels.focal import focal_config
-from kernels.gram import gram_config, rows_config
-from kernels.multi_head import dense_config
 from tests.kernels.launches import family_calls, spy_kernels
 
 # CUDA's grid limits, written out here rather than read from the code under test.

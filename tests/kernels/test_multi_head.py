@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mtvision.kernels import dense_losses, edge_bce, seg_cross_entropy
 
 import kernels.jit.multi_head as dense_mod
-from kernels import dense_losses, edge_bce, seg_cross_entropy
 from tests.kernels.conftest import DTYPES, GRAD_TOL, assert_close
 
 

@@ -13,7 +13,7 @@ import types
 
 import torch
 
-import kernels
+from mtvision import kernels
 from tests.conftest import ROOT, tiny_overrides
 
 SCRIPT = r"""
@@ -35,7 +35,7 @@ image = np.random.default_rng(0).integers(0, 256, (48, 80, 3), dtype=np.uint8)
 result = Predictor(work + "/last.pt", device="cpu").predict(image)
 assert result.prediction() is not None
 
-import kernels
+from mtvision import kernels
 assert kernels.last_backend() == "torch", kernels.last_backend()
 assert sys.modules["triton"] is None  # nothing imported Triton behind the block
 print("NO-TRITON-OK")

@@ -7,9 +7,9 @@ import math
 
 import pytest
 import torch
+from mtvision.kernels import edge_bce
 from torch import nn
 
-from kernels import edge_bce
 from mtvision.models.heads import FeatureInfo, HEDEdgeHead
 from mtvision.registry import HEADS, ConfigError
 

@@ -25,7 +25,7 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
-from kernels import sigmoid_focal_loss
+from mtvision.kernels import sigmoid_focal_loss
 from mtvision.models.heads.base import (
     FeatureInfo,
     TaskHead,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels import edge_bce_maps
+from mtvision.kernels import edge_bce_maps
 from mtvision.models.heads.base import (
     DenseLoss,
     FeatureInfo,

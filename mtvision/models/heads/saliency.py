@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels import edge_bce_maps
+from mtvision.kernels import edge_bce_maps
 from mtvision.models.heads.base import DenseLoss, FeatureInfo, TaskHead, mask_absent
 from mtvision.models.heads.decoder import FPNDecoder
 from mtvision.registry import HEADS

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels import seg_cross_entropy
+from mtvision.kernels import seg_cross_entropy
 from mtvision.models.heads.base import (
     DenseLoss,
     FeatureInfo,
