@@ -5,6 +5,7 @@ unrelated folder: ``mtvision --version``, ``mtvision train demo`` and ``mtvision
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -31,9 +32,20 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: i
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Built from a copy: setuptools leaves build/ and *.egg-info in the source folder, and a
+    # stale build/lib would end up in later wheels.
     out = tmp_path_factory.mktemp("wheel")
+    src = out / "src"
+    anywhere = shutil.ignore_patterns(".git", "*.egg-info", "__pycache__", ".pytest_cache",
+                                      ".ruff_cache")
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        top = {".venv", "build", "dist", "runs", "data"} if Path(folder) == ROOT else set()
+        return set(anywhere(folder, names)) | (top & set(names))
+
+    shutil.copytree(ROOT, src, ignore=ignore)
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(out), str(ROOT)], cwd=out)
+         "-w", str(out), str(src)], cwd=out)
     (whl,) = out.glob("mtvision-*.whl")
     return whl
 

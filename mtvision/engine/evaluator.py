@@ -293,7 +293,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     write the results JSON to ``out`` (default: beside the checkpoint, ``metrics.json``).
 
     With ``baselines`` (a JSON of single-task results or a YAML of published numbers,
-    ``mtvision.engine.baselines``) the
+    ``mtvision.metrics.baselines``) the
     results also hold ``"delta_m"``, leaving out ``delta_m_exclude`` and the model's auxiliary
     tasks (``model.aux_tasks`` of the checkpoint's config).
     """
@@ -307,9 +307,9 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
         head_class_counts,
     )
     from mtvision.data.io import write_json_atomic
-    from mtvision.engine.baselines import load_baselines
     from mtvision.engine.checkpoint import load_checkpoint, load_weights
     from mtvision.engine.device import resolve_device
+    from mtvision.metrics.baselines import load_baselines
     from mtvision.models import build_model
 
     # Read first: a wrong path should fail before a long evaluation, not after.

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from mtvision.engine.baselines import baseline_tasks, load_baselines, single_task_config
+from mtvision.engine.baselines import baseline_tasks, single_task_config
 from mtvision.engine.evaluator import add_delta_m, format_table, summary_score
+from mtvision.metrics.baselines import load_baselines
 from mtvision.registry import ConfigError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mtvision.engine.baselines import load_baselines
+from mtvision.metrics.baselines import load_baselines
 from mtvision.metrics.multitask import delta_m
 from mtvision.registry import ConfigError
 
