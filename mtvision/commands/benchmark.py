@@ -5,6 +5,8 @@
                                  [--backbones resnet18,resnet50] [--device D] [...]
     mtvision benchmark inference [--config C] [-o key=value] [--batch N]
                                  [--image-size PX] [--rounds R] [--device D] [...]
+    mtvision benchmark train-step [--config C] [-o key=value] [--batch N]
+                                  [--image-size PX] [--rounds R] [--device D] [...]
     mtvision benchmark data [--image-sizes 128,512] [--workers 0,1,2] [--batch N] [...]
     mtvision benchmark gpu-check [--out DIR]
 
@@ -14,6 +16,9 @@ balancing: one training step of the demo model with each balancing method, as a 
 equal weighting (interleaved rounds, medians); on CUDA also the Gram kernel against G @ G.T.
 inference: the multi-task model of a config against one model per head with the same backbone
 (latency, images/s, the ratio multi-task / sum of single-task); on CUDA also under AMP.
+train-step: the demo model's training step split into data loading, forward, losses, backward
+and optimizer, next to a minimal hand-written PyTorch loop on the same model and batch
+(interleaved rounds, medians), as a ratio.
 data: images/s of the training input pipeline alone (no model), per image size and worker count.
 gpu-check: on a CUDA machine, the cuda tests, a 300-iteration AMP demo and the kernel and
 balancing benchmarks, one report (`make gpu-check`); elsewhere one line, exit 0.
@@ -220,6 +225,41 @@ def _add_gpu_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_gpu_check)
 
 
+def _run_train_step(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.train_step import format_table, run_train_step_benchmark
+
+    res = run_train_step_benchmark(a.config, a.override, a.batch, a.image_size, a.rounds,
+                                   a.steps, a.warmup, a.device, a.out,
+                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_train_step(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-step", help="the training step by phase against a minimal loop",
+                       description="Time the demo model's training step (data loading, "
+                                   "forward, losses, backward, optimizer) in the trainer and in "
+                                   "a minimal hand-written PyTorch loop on the same model and "
+                                   "batch, interleaved in rounds; the ratio trainer / minimal.")
+    p.add_argument("--config", default=None, metavar="CONFIG",
+                   help="model/training config (default: configs/demo.yaml)")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. -o train.channels_last=true")
+    p.add_argument("--batch", type=_positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--image-size", type=_positive_int, default=128, metavar="PX",
+                   help="square image side, a multiple of 32 (default 128)")
+    p.add_argument("--rounds", type=_positive_int, default=5,
+                   help="interleaved rounds (default 5)")
+    p.add_argument("--steps", type=_positive_int, default=5,
+                   help="timed steps per contender and round (default 5)")
+    p.add_argument("--warmup", type=_non_negative_int, default=3,
+                   help="untimed steps per contender before timing (default 3)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    p.add_argument("--out", default="runs/benchmark/train_step.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/train_step.json)")
+    p.set_defaults(run=_run_train_step)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -227,6 +267,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_kernels(sub)
     _add_balancing(sub)
     _add_inference(sub)
+    _add_train_step(sub)
     _add_data(sub)
     _add_gpu_check(sub)
     return p

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from mtvision.config import load_config
 from mtvision.engine.evaluator import evaluate_checkpoint, format_table
@@ -13,6 +16,35 @@ from mtvision.engine.trainer import train
 
 # What the demo should reach on the synthetic data (see README).
 TARGETS = {("det", "mAP50"): 0.5, ("seg", "mIoU"): 0.6, ("edge", "ODS"): 0.5, ("cls", "top1"): 0.8}
+
+
+def _same_config(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal once both are plain JSON (tuples and lists alike), the work dir left out."""
+    def plain(c: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in c.items() if k != "work_dir"}, sort_keys=True,
+                          default=str)
+
+    return plain(a) == plain(b)
+
+
+def finished_run(work: Path, cfg: dict[str, Any]) -> str | None:
+    """Why ``work`` already holds the finished training of ``cfg``, or None.
+
+    Finished: ``Trainer.fit`` wrote ``val_metrics.json`` after its last checkpoint (an
+    interrupted or extended run has a newer ``last.pt``), and the run's saved config is
+    ``cfg``."""
+    last, done, saved = work / "last.pt", work / "val_metrics.json", work / "config.yaml"
+    if not (last.is_file() and done.is_file() and saved.is_file() and (work / "best.pt").is_file()):
+        return None
+    if done.stat().st_mtime < last.stat().st_mtime:
+        return None
+    try:
+        with open(saved) as f:
+            if not _same_config(yaml.safe_load(f) or {}, cfg):
+                return None
+    except (OSError, yaml.YAMLError):
+        return None
+    return f"{work} holds a finished run of this config"
 
 
 def run_demo(config: str = "demo", overrides: list[str] | None = None,
@@ -27,13 +59,30 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
     t0 = time.time()
     cfg = load_config(config, overrides)
     work = Path(cfg["work_dir"] or f"runs/{Path(config).stem}")
-    resume = (work / "last.pt").is_file()
-    train(cfg, work, resume=resume, device=device, progress=progress)
-    t_train = time.time() - t0
-
+    cfg["work_dir"] = str(work)
     ckpt = work / "best.pt"
     metrics_path = work / "metrics.json"
-    metrics = evaluate_checkpoint(cfg, str(ckpt), str(metrics_path), device, progress=progress)
+    reused = finished_run(work, cfg)
+    if reused:
+        # The first line a second `make demo` prints.
+        print(f"{reused}: reusing it (delete {work} to train again)", flush=True)
+    else:
+        resume = (work / "last.pt").is_file()
+        print(f"[1/3] training{' (resuming ' + str(work / 'last.pt') + ')' if resume else ''}",
+              flush=True)
+        train(cfg, work, resume=resume, device=device, progress=progress)
+    t_train = time.time() - t0
+
+    if reused and metrics_path.is_file() and \
+            metrics_path.stat().st_mtime >= ckpt.stat().st_mtime:
+        print(f"reusing the evaluation {metrics_path}", flush=True)
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+    else:
+        print("[2/3] evaluation of the best checkpoint on the held-out split (exact edge "
+              "protocol)", flush=True)
+        metrics = evaluate_checkpoint(cfg, str(ckpt), str(metrics_path), device,
+                                      progress=progress)
 
     val_dir = Path(cfg["data"]["root"]) / "images" / cfg["data"]["val_split"]
     val_images = sorted(val_dir.iterdir())
@@ -42,10 +91,14 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
     inputs.mkdir(parents=True)
     for p in val_images[:num_images]:
         shutil.copy(p, inputs / p.name)
+    print(f"[3/3] inference on {min(num_images, len(val_images))} images and a "
+          f"{min(video_frames, len(val_images))}-frame video", flush=True)
     video = write_video((read_image(p) for p in val_images[:video_frames]),
                         work / "demo_video.mp4", fps=4)
-    img_out = run_inference(str(ckpt), str(inputs), str(work / "infer" / "images"), device)
-    vid_out = run_inference(str(ckpt), str(video), str(work / "infer" / "video"), device)
+    img_out = run_inference(str(ckpt), str(inputs), str(work / "infer" / "images"), device,
+                            progress=progress)
+    vid_out = run_inference(str(ckpt), str(video), str(work / "infer" / "video"), device,
+                            progress=progress)
 
     print("\n" + format_table(metrics))
     print("\ntargets:")
@@ -65,5 +118,6 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
         ("per-frame JSON", vid_out["predictions"]),
     ]:
         print(f"  {label:<17} {path}")
-    print(f"\ndemo finished in {time.time() - t0:.0f} s (training {t_train:.0f} s)")
-    return {"metrics": metrics, "targets_met": ok, "work_dir": str(work)}
+    what = "reused run" if reused else f"training {t_train:.0f} s"
+    print(f"\ndemo finished in {time.time() - t0:.0f} s ({what})")
+    return {"metrics": metrics, "targets_met": ok, "work_dir": str(work), "reused": bool(reused)}
