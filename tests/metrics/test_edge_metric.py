@@ -242,7 +242,7 @@ def test_edge_metric_ignore_and_present():
     pred = torch.from_numpy(segment(10).astype(np.float32) * 0.95)
     pred[:, 25] = 1.0  # a false edge, but in the ignored region
     wrong = torch.from_numpy(segment(3).astype(np.float32))
-    m = EdgeMetric(thresholds=9)
+    m = EdgeMetric(thresholds=9, nms=False)  # scored as given
     m.update([pred, wrong], torch.stack([target, target]), torch.tensor([True, False]))
     assert m.num_samples == 1
     # A binary-like prediction: single recall value, so AP 0 (see test_perfect_binary_...).
