@@ -43,6 +43,7 @@ import ctypes
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -216,9 +217,10 @@ def _thinned_edges(
 
 
 def _exact_counts(
-    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float
+    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(cntR, cntP) per threshold by the BSDS pixel correspondence."""
+    """(cntR, cntP) per threshold by the BSDS pixel correspondence (CSA, reseeded with
+    ``seed`` before every call)."""
     kernel = _disk(match_radius(max_dist, *edges.shape[1:]))
     # The correspondence only sees predicted pixels within d of the annotator's boundary (the
     # others are no graph nodes), so a threshold whose such pixels equal the previous call's
@@ -243,7 +245,7 @@ def _exact_counts(
                 found, matched = 0, key
             else:
                 if _reseed is not None:
-                    _reseed(CORRESPONDENCE_SEED)
+                    _reseed(seed)
                 match1, match2, _, _ = correspond_pixels(pred, gt, max_dist=max_dist)
                 found, matched = int((match2 > 0).sum()), match1 > 0
             last[k] = (key, found, matched)
@@ -337,13 +339,15 @@ def image_counts(
     mode: str = "exact",
     matcher: str = "optimal",
     nms: bool = False,
+    seed: int = CORRESPONDENCE_SEED,
 ) -> np.ndarray:
     """Per-threshold counts ``float64[T, 4]`` = (cntR, sumR, cntP, sumP) of one image.
 
     ``pred`` float[H, W] in [0, 1]; ``gts`` one bool[H, W] boundary map per annotator; ``valid``
     bool[H, W] (pixels outside it are dropped from prediction and ground truth); ``mode``
     "exact" (BSDS correspondence) or "approx" (distance only); ``matcher`` the exact mode's
-    solver, "optimal" or "csa"; ``nms``: edge NMS first (see the module docstring).
+    solver, "optimal" or "csa"; ``nms``: edge NMS first (see the module docstring); ``seed``:
+    of CSA's random outlier graph (non-zero; the reference's own variation across seeds).
     """
     _check_options(mode, matcher)
     if max_dist <= 0:
@@ -365,7 +369,7 @@ def image_counts(
     if mode == "exact" and matcher == "optimal":
         cnt_r, cnt_p = _optimal_counts(edges, group, gts, max_dist)
     elif mode == "exact":
-        cnt_r, cnt_p = _exact_counts(edges, group, gts, max_dist)
+        cnt_r, cnt_p = _exact_counts(edges, group, gts, max_dist, seed)
     else:
         cnt_r, cnt_p = _approx_counts(edges, gts, max_dist)
     counts = np.zeros((len(thresholds), 4), dtype=np.float64)
@@ -495,14 +499,36 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _image_job(job: tuple) -> np.ndarray:
+def _image_job(job: tuple) -> tuple[np.ndarray, float]:
+    """One image's counts and the CPU seconds they took (in the process that ran them)."""
     pred, annotators, valid, options = job
-    return image_counts(pred, annotators, valid=valid, **options)
+    start = time.process_time()
+    counts = image_counts(pred, annotators, valid=valid, **options)
+    return counts, time.process_time() - start
 
 
 def _worker_init() -> None:
     # One OpenCV thread per worker: the workers already fill the CPUs.
     cv2.setNumThreads(1)
+
+
+_POOL_CONTEXT: Any = None
+
+
+def _pool_context() -> Any:
+    """The forkserver context, its server having imported this module.
+
+    A plain fork copies the parent's threads' locks (tqdm's monitor, loggers, data loaders)
+    and can hang the children; forkserver children come from a clean single-threaded server,
+    and the preload makes each start in milliseconds (no re-import per worker).
+    """
+    global _POOL_CONTEXT
+    if _POOL_CONTEXT is None:
+        import multiprocessing
+
+        _POOL_CONTEXT = multiprocessing.get_context("forkserver")
+        _POOL_CONTEXT.set_forkserver_preload([__name__])
+    return _POOL_CONTEXT
 
 
 def score_images(
@@ -514,13 +540,16 @@ def score_images(
     nms: bool = False,
     workers: int | None = None,
     progress: bool = False,
+    seed: int = CORRESPONDENCE_SEED,
+    cpu_seconds: list[float] | None = None,
 ) -> np.ndarray:
     """Counts ``[N, T, 4]`` of (pred, annotators, valid) images, ``workers`` processes at once
-    (default: the CPU count; 1: in this process), with a progress bar if ``progress``."""
+    (default: the CPU count; 1: in this process), with a progress bar if ``progress``; other
+    arguments as :func:`image_counts`. Each image's CPU time is appended to ``cpu_seconds``."""
     _check_options(mode, matcher)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     options = {"thresholds": thresholds, "max_dist": max_dist, "mode": mode,
-               "matcher": matcher, "nms": nms}
+               "matcher": matcher, "nms": nms, "seed": seed}
     jobs = [(pred, annotators, valid, options) for pred, annotators, valid in items]
     if not jobs:
         return np.zeros((0, len(thresholds), 4))
@@ -528,13 +557,13 @@ def score_images(
     bar = {"total": len(jobs), "desc": f"edge {mode}", "leave": False,
            "disable": not progress, "dynamic_ncols": True}
     if workers <= 1:
-        return np.stack([_image_job(j) for j in tqdm(jobs, **bar)])
-    # fork: workers start at once and need no importable __main__; they run numpy, scipy and
-    # OpenCV only, never torch's thread pools.
-    import multiprocessing
-
-    with multiprocessing.get_context("fork").Pool(workers, _worker_init) as pool:
-        return np.stack(list(tqdm(pool.imap(_image_job, jobs), **bar)))
+        done = [_image_job(j) for j in tqdm(jobs, **bar)]
+    else:
+        with _pool_context().Pool(workers, _worker_init) as pool:
+            done = list(tqdm(pool.imap(_image_job, jobs), **bar))
+    if cpu_seconds is not None:
+        cpu_seconds.extend(cpu for _, cpu in done)
+    return np.stack([counts for counts, _ in done])
 
 
 def _dataset_counts(
