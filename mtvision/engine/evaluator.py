@@ -37,6 +37,9 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
             kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
             kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
             kwargs["edge_mode"] = eval_cfg.get("edge_mode", "exact")
+            kwargs["edge_matcher"] = eval_cfg.get("edge_matcher", "optimal")
+            kwargs["edge_nms"] = eval_cfg.get("edge_nms", True)
+            kwargs["workers"] = eval_cfg.get("workers")
         metrics[task] = build_metric(task, **kwargs)
     return metrics
 
@@ -64,6 +67,8 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     the original image's pixels (for the COCO results file).
     """
     metrics = build_metrics(model, model_cfg, classes, eval_cfg)
+    if "edge" in metrics:  # the exact edge scoring is the slow part: show its progress
+        metrics["edge"].progress = progress
     seen: set[str] = set()
     max_images = eval_cfg.get("max_images")
     done = 0
