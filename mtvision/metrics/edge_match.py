@@ -9,12 +9,12 @@ that minimises ``sum over matched pairs (w - ow)``. BSDS solves that with CSA on
 outlier arcs are a random sparse subset (clock-seeded), so its answer can miss the optimum by
 a few pixels and varies from run to run.
 
-Here the same objective is solved exactly and deterministically: each row (predicted pixel)
-either takes a boundary pixel within ``r`` at cost ``w`` or its own private "unmatched" column
-at cost ``ow``; a full matching of the rows then costs ``sum(w) + (n_rows - k) x ow``, the
-same objective up to a constant. The graph is built from pixel lists (no full-image passes),
-split into connected components, and the components not seen at a previous threshold are
-solved together by ``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` (LAPJVsp).
+Here the same objective is solved exactly and deterministically: each pixel either takes a
+pixel of the other map within ``r`` or its own private "unmatched" twin (see :func:`_solve`),
+which is the same objective up to a constant. The graph is built from pixel lists (no
+full-image passes), split into connected components, and the components not seen at a
+previous threshold are solved together by scipy's sparse assignment solver
+(``scipy.sparse.csgraph.min_weight_full_bipartite_matching``, LAPJVsp).
 A component's solution depends only on its predicted pixels (its boundary pixels and arcs
 follow from them), so a component that reappears unchanged at another threshold reuses it:
 exact, and most of a soft map's components are unchanged between neighbouring thresholds.
@@ -68,18 +68,24 @@ def _solve(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, n_rows: int, 
            outlier: int) -> np.ndarray:
     """Columns matched to each row (-1: unmatched) of the minimum-cost assignment.
 
-    ``rows``/``cols``/``weight``: arcs of a bipartite graph with 0-based, dense node ids. Row i
-    also gets a private column ``n_cols + i`` at cost ``outlier``; every weight is shifted by
-    1 (all full matchings have n_rows arcs, so the optimum is unchanged) so none is a zero,
-    which a sparse matrix would not store.
+    ``rows``/``cols``/``weight``: arcs of a bipartite graph with 0-based, dense node ids.
+    Solved as a square problem: rows = the rows then one "unmatched" twin per column, columns
+    = the columns then one twin per row. A row takes a column (cost 2w) or its own twin
+    (``outlier``); a column is taken by a row or by its own twin (``outlier``); the twins left
+    pair up along the arcs at cost 0. A perfect matching with k real pairs costs
+    ``2 (sum(w) - k x outlier) + const``: the correspondence's objective. Every cost is shifted
+    by 1 (a perfect matching has a fixed size) so none is a zero, which a sparse matrix would
+    not store. (Measured ~30 % faster than the rectangular form with one twin per row.)
     """
-    r = np.concatenate([rows, np.arange(n_rows)])
-    c = np.concatenate([cols, n_cols + np.arange(n_rows)])
-    v = np.concatenate([weight, np.full(n_rows, outlier, dtype=np.int64)]) + 1
-    graph = csr_matrix((v.astype(np.float64), (r, c)), shape=(n_rows, n_cols + n_rows))
+    n = n_rows + n_cols
+    r = np.concatenate([rows, np.arange(n_rows), n_rows + np.arange(n_cols), n_rows + cols])
+    c = np.concatenate([cols, n_cols + np.arange(n_rows), np.arange(n_cols), n_cols + rows])
+    v = np.concatenate([2 * weight, np.full(n, outlier, dtype=np.int64),
+                        np.zeros(rows.size, dtype=np.int64)]) + 1
+    graph = csr_matrix((v.astype(np.float64), (r, c)), shape=(n, n))
     row, col = min_weight_full_bipartite_matching(graph)
     match = np.full(n_rows, -1, dtype=np.int64)
-    real = col < n_cols
+    real = (row < n_rows) & (col < n_cols)
     match[row[real]] = col[real]
     return match
 
