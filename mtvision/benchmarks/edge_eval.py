@@ -113,7 +113,8 @@ def run_edge_eval_benchmark(root: str | Path, split: str = "test", images: int |
         blank = (np.zeros((8, 8)), [np.zeros((8, 8), dtype=bool)], None)
         score_images([blank] * workers, ts[:1], workers=workers)
     full = _timed_run(items, ts, "optimal", 0, nms, workers, max_dist)
-    log(f"optimal, {len(items)} images: {full['wall_s']:.1f} s wall, {full['cpu_s']:.1f} s CPU")
+    log(f"optimal, {len(items)} images: ODS {full['ODS']:.4f} OIS {full['OIS']:.4f} AP "
+        f"{full['AP']:.4f}, {full['wall_s']:.1f} s wall, {full['cpu_s']:.1f} s CPU")
     # Side by side on the reference's images (a prefix of the same list: same counts).
     ours = {**_scores(benchmark_from_counts(full["counts"][:n_ref], ts)),
             "wall_s": None, "cpu_s": None}
@@ -126,7 +127,9 @@ def run_edge_eval_benchmark(root: str | Path, split: str = "test", images: int |
     for k in range(reseeds):
         seed = CORRESPONDENCE_SEED + k
         refs.append(_timed_run(items[:n_ref], ts, "csa", seed, nms, workers, max_dist))
-        log(f"csa seed {seed:#x}: {refs[-1]['wall_s']:.1f} s wall, {refs[-1]['cpu_s']:.1f} s CPU")
+        r = refs[-1]
+        log(f"csa seed {seed:#x}: ODS {r['ODS']:.4f} OIS {r['OIS']:.4f} AP {r['AP']:.4f}, "
+            f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU")
     ref_scores = {m: [r[m] for r in refs] for m in ("ODS", "OIS", "AP")}
     ref_wall = float(np.mean([r["wall_s"] for r in refs]))
     ref_cpu = float(np.mean([r["cpu_s"] for r in refs]))
