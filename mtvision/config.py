@@ -156,12 +156,19 @@ SCHEMA: dict[str, Any] = {
     "eval": {
         "edge_thresholds": Field(INT, 99),
         "edge_max_dist": Field(FLOAT, 0.0075),
-        # exact: the BSDS protocol with its one-to-one pixel correspondence (pyEdgeEval's CSA
-        # matcher; ~0.1 s per threshold and annotator on a 481x321 image), used by tools/eval.py;
-        # approx: matching by distance alone (100x faster, scores somewhat higher), used by the
-        # periodic evaluations during training unless train_edge_mode says otherwise.
+        # exact: the BSDS protocol with its one-to-one pixel correspondence, used by
+        # tools/eval.py; approx: matching by distance alone (faster, scores somewhat higher),
+        # used by the periodic evaluations during training unless train_edge_mode says otherwise.
         "edge_mode": Field(STR, "exact", choices=("exact", "approx")),
         "train_edge_mode": Field(STR, "approx", choices=("exact", "approx")),
+        # The exact mode's solver: optimal (exact minimum of the correspondence's cost,
+        # deterministic, ~10x faster) or csa (pyEdgeEval's copy of the benchmark's own code).
+        "edge_matcher": Field(STR, "optimal", choices=("optimal", "csa")),
+        # Edge NMS (edgesNms: r 1, s 5, m 1.01) of soft maps before thresholding, as HED, RCF,
+        # BDCN and PiDiNet report their ODS/OIS/AP.
+        "edge_nms": Field(BOOL, True),
+        # Processes scoring edge images at once (null: the CPU count).
+        "workers": Field(INT, None, nullable=True, minimum=1),
         "max_images": Field(INT, None, nullable=True),
         # Saliency: maxF / mIoU over this many thresholds k / (n + 1), F-beta with this beta^2.
         "sal_thresholds": Field(INT, 19, minimum=1),

@@ -7,6 +7,8 @@
                                  [--image-size PX] [--rounds R] [--device D] [...]
     mtvision benchmark train-step [--config C] [-o key=value] [--batch N]
                                   [--image-size PX] [--rounds R] [--device D] [...]
+    mtvision benchmark edge-eval [--data DIR] [--images N] [--reference-images M]
+                                 [--reseeds R] [--workers W] [--preds DIR] [...]
     mtvision benchmark data [--image-sizes 128,512] [--workers 0,1,2] [--batch N] [...]
     mtvision benchmark gpu-check [--out DIR]
 
@@ -19,6 +21,9 @@ inference: the multi-task model of a config against one model per head with the 
 train-step: the demo model's training step split into data loading, forward, losses, backward
 and optimizer, next to a minimal hand-written PyTorch loop on the same model and batch
 (interleaved rounds, medians), as a ratio.
+edge-eval: the exact BSDS edge benchmark with the optimal matcher against pyEdgeEval's CSA on
+the same BSDS500 images, thresholds and annotators (CSA once per seed): ODS/OIS/AP, wall and
+CPU time, their ratio.
 data: images/s of the training input pipeline alone (no model), per image size and worker count.
 gpu-check: on a CUDA machine, the cuda tests, a 300-iteration AMP demo and the kernel and
 balancing benchmarks, one report (`make gpu-check`); elsewhere one line, exit 0.
@@ -260,6 +265,47 @@ def _add_train_step(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train_step)
 
 
+def _run_edge_eval(a: argparse.Namespace) -> None:
+    from mtvision.benchmarks.edge_eval import format_table, run_edge_eval_benchmark
+
+    res = run_edge_eval_benchmark(a.data, a.split, a.images, a.reference_images, a.reseeds,
+                                  a.thresholds, a.max_dist, not a.no_nms, a.workers, a.preds,
+                                  a.out, log=lambda line: print(line, file=sys.stderr,
+                                                                flush=True))
+    print(format_table(res))
+    print(f"results: {a.out}")
+
+
+def _add_edge_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("edge-eval", help="exact BSDS edge benchmark: optimal matcher vs CSA",
+                       description="Score BSDS500 images with the exact edge benchmark, with "
+                                   "the optimal matcher and with pyEdgeEval's CSA (once per "
+                                   "seed), side by side: ODS/OIS/AP, wall and CPU time.")
+    shared = os.environ.get("MTV_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"
+                            / "data")
+    p.add_argument("--data", default=str(Path(shared) / "bsds500"), metavar="DIR",
+                   help="BSDS500 root (default: $MTV_SHARED_DATA/bsds500, "
+                        "$MTV_SHARED_DATA defaulting to ../shared/data)")
+    p.add_argument("--split", default="test", help="split (default: test)")
+    p.add_argument("--images", type=_positive_int, default=100,
+                   help="first N images of the split (default 100)")
+    p.add_argument("--reference-images", type=_positive_int, default=None, metavar="M",
+                   help="score only the first M of them with both matchers (default: all)")
+    p.add_argument("--reseeds", type=_positive_int, default=3,
+                   help="CSA runs, one per seed of its outlier graph (default 3)")
+    p.add_argument("--thresholds", type=_positive_int, default=99, help="(default 99)")
+    p.add_argument("--max-dist", type=_number(float, 0, strict=True), default=0.0075,
+                   help="tolerance, fraction of the diagonal (default 0.0075)")
+    p.add_argument("--no-nms", action="store_true", help="score the maps without edge NMS")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="processes for both matchers (default: the CPU count)")
+    p.add_argument("--preds", default=None, metavar="DIR",
+                   help="PNG predictions DIR/<id>.png (default: a gradient edge detector)")
+    p.add_argument("--out", default="runs/benchmark/edge_eval.json", metavar="FILE.json",
+                   help="results JSON (default: runs/benchmark/edge_eval.json)")
+    p.set_defaults(run=_run_edge_eval)
+
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -268,6 +314,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _add_balancing(sub)
     _add_inference(sub)
     _add_train_step(sub)
+    _add_edge_eval(sub)
     _add_data(sub)
     _add_gpu_check(sub)
     return p

@@ -38,6 +38,9 @@ def build_metrics(model: MultiTaskModel, model_cfg: dict[str, Any],
             kwargs["edge_thresholds"] = eval_cfg["edge_thresholds"]
             kwargs["edge_max_dist"] = eval_cfg["edge_max_dist"]
             kwargs["edge_mode"] = eval_cfg.get("edge_mode", "exact")
+            kwargs["edge_matcher"] = eval_cfg.get("edge_matcher", "optimal")
+            kwargs["edge_nms"] = eval_cfg.get("edge_nms", True)
+            kwargs["workers"] = eval_cfg.get("workers")
         if task == "sal":
             kwargs["sal_thresholds"] = eval_cfg.get("sal_thresholds", 19)
             kwargs["sal_beta2"] = eval_cfg.get("sal_beta2", 0.3)
@@ -68,6 +71,8 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     the original image's pixels (for the COCO results file).
     """
     metrics = build_metrics(model, model_cfg, classes, eval_cfg)
+    if "edge" in metrics:  # the exact edge scoring is the slow part: show its progress
+        metrics["edge"].progress = progress
     seen: set[str] = set()
     max_images = eval_cfg.get("max_images")
     done = 0

@@ -9,6 +9,7 @@ from mtvision.metrics.base import Metric
 from mtvision.metrics.classification import ClassificationMetric, average_precision
 from mtvision.metrics.depth import DepthMetric
 from mtvision.metrics.detection import DetectionMetric, coco_evaluate, coco_results
+from mtvision.metrics.edge import MATCHERS as EDGE_MATCHERS
 from mtvision.metrics.edge import MODES as EDGE_MODES
 from mtvision.metrics.edge import EdgeMetric, edge_benchmark, edge_ods_ois
 from mtvision.metrics.multitask import (
@@ -64,6 +65,9 @@ def build_metric(
     edge_thresholds: int = 99,
     edge_max_dist: float = 0.0075,
     edge_mode: str = "exact",
+    edge_matcher: str = "optimal",
+    edge_nms: bool = True,
+    workers: int | None = None,
     cat_ids: Sequence[int] | None = None,
     sal_thresholds: int | Sequence[float] = 19,
     sal_beta2: float = 0.3,
@@ -73,7 +77,9 @@ def build_metric(
     det: ``num_classes``, ``class_names``, ``cat_ids`` (optional dataset category id of each
     contiguous label); seg: ``num_classes``, ``class_names`` (ignore 255);
     edge: ``edge_thresholds``, ``edge_max_dist`` (BSDS defaults), ``edge_mode`` ("exact": the
-    BSDS pixel correspondence, "approx": faster distance matching, scores somewhat higher);
+    BSDS pixel correspondence, "approx": faster distance matching, scores somewhat higher),
+    ``edge_matcher`` ("optimal" or "csa"), ``edge_nms`` (edge NMS of soft maps first),
+    ``workers`` (processes scoring images; None: the CPU count);
     cls: ``num_classes``, ``multi_label``; depth and normals: no option; parts (human parts):
     as seg, scored over the images that have the task's labels (images with people); sal:
     ``sal_thresholds`` (a count of evenly spaced thresholds, or the values) and ``sal_beta2``
@@ -93,7 +99,11 @@ def build_metric(
         if edge_mode not in EDGE_MODES:
             raise ConfigError(f"unknown edge_mode '{edge_mode}'; available: "
                               f"{', '.join(EDGE_MODES)}")
-        return EdgeMetric(thresholds=edge_thresholds, max_dist=edge_max_dist, mode=edge_mode)
+        if edge_matcher not in EDGE_MATCHERS:
+            raise ConfigError(f"unknown edge_matcher '{edge_matcher}'; available: "
+                              f"{', '.join(EDGE_MATCHERS)}")
+        return EdgeMetric(thresholds=edge_thresholds, max_dist=edge_max_dist, mode=edge_mode,
+                          matcher=edge_matcher, nms=edge_nms, workers=workers)
     if num_classes is None:
         if class_names is None:
             raise ConfigError(f"metric for task '{task}' needs num_classes or class_names")

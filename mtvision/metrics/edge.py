@@ -18,11 +18,20 @@ Protocol of Arbelaez et al., "Contour Detection and Hierarchical Image Segmentat
   ``interp1``-ed at recall 0:0.01:1 over the unique recall values (0 outside their range),
   summed and times 0.01. A prediction with a single recall value (e.g. a binary map) has AP 0.
 
-``mode="exact"`` (default) is that protocol. The correspondence links unmatched pixels through
-a random sparse outlier graph, which BSDS seeds from the clock, so its counts jitter by about
-``e**-6`` (0.25 %) of the pixels from run to run and even a perfect prediction on a large image
-can lose a few matches; here the generator is reseeded with a fixed value before every call,
-so equal inputs always give equal scores. ``mode="approx"`` is a faster approximation: a
+``mode="exact"`` (default) is that protocol. Its correspondence is solved by one of two
+matchers: ``matcher="optimal"`` (default; :mod:`mtvision.metrics.edge_match`) finds the
+minimum of the correspondence's own cost exactly and deterministically, about 10x faster than
+the benchmark's CSA; ``matcher="csa"`` is the benchmark's own code (pyEdgeEval's compiled
+copy), kept as the reference. CSA links unmatched pixels through a random sparse outlier graph,
+which BSDS seeds from the clock, so its counts jitter by a few pixels from run to run and can
+fall a few matches short of the optimum; here its generator is reseeded with a fixed value
+before every call, so equal inputs always give equal scores.
+
+Edge NMS (``nms=True``; the default of :class:`EdgeMetric`): soft maps are first thinned by the
+Structured Edge toolbox's ``edgesNms`` (orientation from the smoothed map's second derivatives,
+radius 1, border suppression 5, multiplier 1.01; pyEdgeEval's compiled copy), as HED, RCF,
+BDCN and PiDiNet do before their benchmark runs; binary maps (only 0 and 1) are left as they
+are. ``mode="approx"`` is a faster approximation: a
 pixel counts as matched when any pixel of the other map lies within ``d``, so several
 predicted pixels may be credited for one boundary pixel and vice versa; its counts are never
 below the exact ones and its scores are somewhat higher than the benchmark's.
@@ -32,7 +41,9 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,10 +51,15 @@ import cv2
 import numpy as np
 import torch
 from pyEdgeEval._lib import correspond_pixels
+from pyEdgeEval.preprocess.nms import fast_nms
+from tqdm import tqdm
 
 from mtvision.metrics.base import Metric, to_numpy
+from mtvision.metrics.edge_match import AnnotatorMatcher
 
 MODES = ("exact", "approx")
+# Solvers of the exact mode's correspondence: ours (exact optimum) and the benchmark's CSA.
+MATCHERS = ("optimal", "csa")
 
 # Seed of the correspondence's outlier graph (any fixed non-zero value; 0 means "the clock").
 CORRESPONDENCE_SEED = 0x5DEECE66D
@@ -201,9 +217,10 @@ def _thinned_edges(
 
 
 def _exact_counts(
-    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float
+    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(cntR, cntP) per threshold by the BSDS pixel correspondence."""
+    """(cntR, cntP) per threshold by the BSDS pixel correspondence (CSA, reseeded with
+    ``seed`` before every call)."""
     kernel = _disk(match_radius(max_dist, *edges.shape[1:]))
     # The correspondence only sees predicted pixels within d of the annotator's boundary (the
     # others are no graph nodes), so a threshold whose such pixels equal the previous call's
@@ -228,7 +245,7 @@ def _exact_counts(
                 found, matched = 0, key
             else:
                 if _reseed is not None:
-                    _reseed(CORRESPONDENCE_SEED)
+                    _reseed(seed)
                 match1, match2, _, _ = correspond_pixels(pred, gt, max_dist=max_dist)
                 found, matched = int((match2 > 0).sum()), match1 > 0
             last[k] = (key, found, matched)
@@ -236,6 +253,34 @@ def _exact_counts(
             matched_any |= matched
         cnt_r[group == g_id] = recall
         cnt_p[group == g_id] = int(matched_any.sum())
+    return cnt_r, cnt_p
+
+
+def _optimal_counts(
+    edges: np.ndarray, group: np.ndarray, gts: list[np.ndarray], max_dist: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cntR, cntP) per threshold by the exact minimum of the correspondence's cost.
+
+    The predicted pixels of all thresholds are listed once; per annotator the arcs are found
+    once and each distinct thinned map is matched (components reused between thresholds).
+    """
+    present = edges.reshape(len(edges), -1)
+    any_t = present.any(axis=0)
+    flat = np.flatnonzero(any_t)
+    pred_yx = np.stack(np.unravel_index(flat, edges.shape[1:]), axis=1)
+    present = present[:, flat]  # [T, N]: pixel n of the union is on at threshold t
+    firsts = [int(np.flatnonzero(group == g)[0]) for g in np.unique(group)]
+    cnt_r = np.zeros(len(edges), dtype=np.int64)
+    matched_any = np.zeros((len(firsts), flat.size), dtype=bool)
+    matchers = [AnnotatorMatcher(pred_yx, g, max_dist) for g in gts if g.any()]
+    for i, first in enumerate(firsts):
+        recall = 0
+        for m in matchers:
+            found, matched = m.match(present[first])
+            recall += found
+            matched_any[i] |= matched
+        cnt_r[group == group[first]] = recall
+    cnt_p = matched_any.sum(axis=1)[np.searchsorted(np.unique(group), group)]
     return cnt_r, cnt_p
 
 
@@ -269,6 +314,22 @@ def _approx_counts(
     return cnt_r, cnt_p
 
 
+def _check_options(mode: str, matcher: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown edge mode '{mode}'; available: {', '.join(MODES)}")
+    if matcher not in MATCHERS:
+        raise ValueError(f"unknown edge matcher '{matcher}'; available: {', '.join(MATCHERS)}")
+
+
+def edge_nms(pred: np.ndarray) -> np.ndarray:
+    """``edgesNms`` of a soft map (r=1, s=5, m=1.01, pyEdgeEval's compiled copy); a binary map
+    (only 0 and 1: nothing to thin by strength) is returned unchanged."""
+    pred = np.asarray(pred, dtype=np.float64)
+    if not ((pred > 0) & (pred < 1)).any():
+        return pred
+    return fast_nms(pred, r=1, s=5, m=1.01)
+
+
 def image_counts(
     pred: np.ndarray,
     gts: Sequence[np.ndarray],
@@ -276,20 +337,26 @@ def image_counts(
     max_dist: float = 0.0075,
     valid: np.ndarray | None = None,
     mode: str = "exact",
+    matcher: str = "optimal",
+    nms: bool = False,
+    seed: int = CORRESPONDENCE_SEED,
 ) -> np.ndarray:
     """Per-threshold counts ``float64[T, 4]`` = (cntR, sumR, cntP, sumP) of one image.
 
     ``pred`` float[H, W] in [0, 1]; ``gts`` one bool[H, W] boundary map per annotator; ``valid``
     bool[H, W] (pixels outside it are dropped from prediction and ground truth); ``mode``
-    "exact" (BSDS correspondence) or "approx" (distance only; see the module docstring).
+    "exact" (BSDS correspondence) or "approx" (distance only); ``matcher`` the exact mode's
+    solver, "optimal" or "csa"; ``nms``: edge NMS first (see the module docstring); ``seed``:
+    of CSA's random outlier graph (non-zero; the reference's own variation across seeds).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown edge mode '{mode}'; available: {', '.join(MODES)}")
+    _check_options(mode, matcher)
     if max_dist <= 0:
         raise ValueError(f"max_dist must be > 0, got {max_dist}")
     pred = np.asarray(pred, dtype=np.float64)
     if pred.ndim != 2:
         raise ValueError(f"prediction must be 2-D, got shape {pred.shape}")
+    if nms:
+        pred = edge_nms(pred)
     gts = [np.asarray(g, dtype=bool) for g in gts]
     for g in gts:
         if g.shape != pred.shape:
@@ -299,8 +366,10 @@ def image_counts(
         gts = [g & valid for g in gts]
     thresholds = np.asarray(thresholds, dtype=np.float64)
     edges, group = _thinned_edges(pred, thresholds, valid)
-    if mode == "exact":
-        cnt_r, cnt_p = _exact_counts(edges, group, gts, max_dist)
+    if mode == "exact" and matcher == "optimal":
+        cnt_r, cnt_p = _optimal_counts(edges, group, gts, max_dist)
+    elif mode == "exact":
+        cnt_r, cnt_p = _exact_counts(edges, group, gts, max_dist, seed)
     else:
         cnt_r, cnt_p = _approx_counts(edges, gts, max_dist)
     counts = np.zeros((len(thresholds), 4), dtype=np.float64)
@@ -422,6 +491,81 @@ def bsds_thresholds(thresholds: int) -> np.ndarray:
     return np.arange(1, thresholds + 1, dtype=np.float64) / (thresholds + 1)
 
 
+def default_workers() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _image_job(job: tuple) -> tuple[np.ndarray, float]:
+    """One image's counts and the CPU seconds they took (in the process that ran them)."""
+    pred, annotators, valid, options = job
+    start = time.process_time()
+    counts = image_counts(pred, annotators, valid=valid, **options)
+    return counts, time.process_time() - start
+
+
+def _worker_init() -> None:
+    # One OpenCV thread per worker: the workers already fill the CPUs.
+    cv2.setNumThreads(1)
+
+
+_POOL_CONTEXT: Any = None
+
+
+def _pool_context() -> Any:
+    """The forkserver context, its server having imported this module.
+
+    A plain fork copies the parent's threads' locks (tqdm's monitor, loggers, data loaders)
+    and can hang the children; forkserver children come from a clean single-threaded server,
+    and the preload makes each start in milliseconds (no re-import per worker).
+    """
+    global _POOL_CONTEXT
+    if _POOL_CONTEXT is None:
+        import multiprocessing
+
+        _POOL_CONTEXT = multiprocessing.get_context("forkserver")
+        _POOL_CONTEXT.set_forkserver_preload([__name__])
+    return _POOL_CONTEXT
+
+
+def score_images(
+    items: Sequence[tuple[np.ndarray, list[np.ndarray], np.ndarray | None]],
+    thresholds: np.ndarray,
+    max_dist: float = 0.0075,
+    mode: str = "exact",
+    matcher: str = "optimal",
+    nms: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    seed: int = CORRESPONDENCE_SEED,
+    cpu_seconds: list[float] | None = None,
+) -> np.ndarray:
+    """Counts ``[N, T, 4]`` of (pred, annotators, valid) images, ``workers`` processes at once
+    (default: the CPU count; 1: in this process), with a progress bar if ``progress``; other
+    arguments as :func:`image_counts`. Each image's CPU time is appended to ``cpu_seconds``."""
+    _check_options(mode, matcher)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    options = {"thresholds": thresholds, "max_dist": max_dist, "mode": mode,
+               "matcher": matcher, "nms": nms, "seed": seed}
+    jobs = [(pred, annotators, valid, options) for pred, annotators, valid in items]
+    if not jobs:
+        return np.zeros((0, len(thresholds), 4))
+    workers = min(default_workers() if workers is None else workers, len(jobs))
+    bar = {"total": len(jobs), "desc": f"edge {mode}", "leave": False,
+           "disable": not progress, "dynamic_ncols": True}
+    if workers <= 1:
+        done = [_image_job(j) for j in tqdm(jobs, **bar)]
+    else:
+        with _pool_context().Pool(workers, _worker_init) as pool:
+            done = list(tqdm(pool.imap(_image_job, jobs), **bar))
+    if cpu_seconds is not None:
+        cpu_seconds.extend(cpu for _, cpu in done)
+    return np.stack([counts for counts, _ in done])
+
+
 def _dataset_counts(
     preds: Sequence[np.ndarray],
     gts: Sequence[Sequence[np.ndarray] | np.ndarray],
@@ -429,16 +573,18 @@ def _dataset_counts(
     ts: np.ndarray,
     valid: Sequence[np.ndarray | None] | None,
     mode: str,
+    matcher: str,
+    nms: bool,
+    workers: int | None,
 ) -> np.ndarray:
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions but {len(gts)} ground truths")
-    counts = []
+    items = []
     for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
         single = isinstance(gt, (np.ndarray, torch.Tensor)) and gt.ndim == 2
         annotators = [to_numpy(gt)] if single else [to_numpy(a) for a in gt]
-        mask = None if valid is None else valid[i]
-        counts.append(image_counts(to_numpy(pred), annotators, ts, max_dist, mask, mode))
-    return np.stack(counts) if counts else np.zeros((0, len(ts), 4))
+        items.append((to_numpy(pred), annotators, None if valid is None else valid[i]))
+    return score_images(items, ts, max_dist, mode, matcher, nms, workers)
 
 
 def edge_benchmark(
@@ -448,6 +594,9 @@ def edge_benchmark(
     thresholds: int = 99,
     valid: Sequence[np.ndarray | None] | None = None,
     mode: str = "exact",
+    matcher: str = "optimal",
+    nms: bool = False,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
     """The full benchmark: ODS, OIS, AP and what PR plots and reports need.
 
@@ -457,7 +606,8 @@ def edge_benchmark(
     Arguments as :func:`edge_ods_ois`.
     """
     ts = bsds_thresholds(thresholds)
-    return benchmark_from_counts(_dataset_counts(preds, gts, max_dist, ts, valid, mode), ts)
+    counts = _dataset_counts(preds, gts, max_dist, ts, valid, mode, matcher, nms, workers)
+    return benchmark_from_counts(counts, ts)
 
 
 def edge_ods_ois(
@@ -467,16 +617,22 @@ def edge_ods_ois(
     thresholds: int = 99,
     valid: Sequence[np.ndarray | None] | None = None,
     mode: str = "exact",
+    matcher: str = "optimal",
+    nms: bool = False,
+    workers: int | None = 1,
 ) -> dict[str, float]:
     """``{"ODS", "OIS", "AP"}`` of edge probability maps against per-annotator boundary maps.
 
     ``preds``: float[H, W] in [0, 1] per image; ``gts``: per image a list of bool[H, W] maps
     (one per annotator; a single 2-D array is one annotator); ``max_dist``: tolerance as a
     fraction of the image diagonal; ``valid``: optional per-image bool masks of the pixels to
-    evaluate; ``mode``: "exact" (BSDS) or "approx". See the module docstring for the protocol.
+    evaluate; ``mode``: "exact" (BSDS) or "approx"; ``matcher``: "optimal" or "csa" (exact
+    mode); ``nms``: edge NMS of soft maps first; ``workers``: processes (None: CPU count). See
+    the module docstring for the protocol.
     """
     ts = bsds_thresholds(thresholds)
-    return scores_from_counts(_dataset_counts(preds, gts, max_dist, ts, valid, mode), ts)
+    counts = _dataset_counts(preds, gts, max_dist, ts, valid, mode, matcher, nms, workers)
+    return scores_from_counts(counts, ts)
 
 
 class EdgeMetric(Metric):
@@ -486,18 +642,40 @@ class EdgeMetric(Metric):
     long[B, H, W] (1 = boundary, 0 = not, ``ignore_index`` = ignored: removed from prediction
     and ground truth) or a per-image list whose entries are such a map, a list of bool[H, W]
     annotator maps, or a [K, H, W] stack of them (BSDS500's several annotators).
+    Images are kept until their counts are first needed (``results``, ``compute``), then
+    scored by ``workers`` processes at once (default: the CPU count) with a progress bar if
+    ``progress``. ``nms`` (default on): edge NMS of soft maps before thresholding.
     :meth:`benchmark` gives the full results of :func:`edge_benchmark`.
     """
 
     def __init__(self, thresholds: int = 99, max_dist: float = 0.0075,
-                 ignore_index: int = 255, mode: str = "exact") -> None:
+                 ignore_index: int = 255, mode: str = "exact", matcher: str = "optimal",
+                 nms: bool = True, workers: int | None = None, progress: bool = False) -> None:
+        _check_options(mode, matcher)
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"unknown edge mode '{mode}'; available: {', '.join(MODES)}")
         self.thresholds = bsds_thresholds(thresholds)
         self.max_dist = max_dist
         self.ignore_index = ignore_index
         self.mode = mode
+        self.matcher = matcher
+        self.nms = nms
+        self.workers = workers
+        self.progress = progress
+
+    @property
+    def results(self) -> list[Any]:
+        """Per-image counts ``[T, 4]``; images still waiting are scored first."""
+        if self._pending:
+            counts = score_images(self._pending, self.thresholds, self.max_dist, self.mode,
+                                  self.matcher, self.nms, self.workers, self.progress)
+            self._pending = []
+            self._results.extend(counts)
+        return self._results
+
+    @results.setter
+    def results(self, value: list[Any]) -> None:
+        self._results = list(value)
+        self._pending: list[tuple[np.ndarray, list[np.ndarray], np.ndarray | None]] = []
 
     def _annotators(self, target: Any) -> tuple[list[np.ndarray], np.ndarray | None]:
         """Boundary maps and the valid mask (``None``: all pixels) of one image's target."""
@@ -524,8 +702,7 @@ class EdgeMetric(Metric):
             for a in annotators:
                 if a.shape != pred.shape:
                     raise ValueError(f"prediction shape {pred.shape} != target shape {a.shape}")
-            self.results.append(image_counts(pred, annotators, self.thresholds, self.max_dist,
-                                             valid, self.mode))
+            self._pending.append((pred, annotators, valid))
 
     def _counts(self, results: list[Any]) -> np.ndarray:
         return np.stack(results) if results else np.zeros((0, len(self.thresholds), 4))

@@ -1,4 +1,5 @@
-"""The exact edge benchmark against pyEdgeEval's own evaluator and thinning, and on BSDS500.
+"""The exact edge benchmark (its CSA matcher) against pyEdgeEval's own evaluator and thinning,
+and on BSDS500. The optimal matcher is checked against these references in test_edge_match.py.
 
 pyEdgeEval's ``evaluate_boundaries_threshold_multiple_gts`` is the reference for the per-image
 counts (it loops over thresholds and annotators calling the BSDS correspondence) and its
@@ -158,7 +159,8 @@ def test_counts_and_scores_match_pyedgeeval(seeded_reference, bwmorph, monkeypat
     preds, gts = synthetic_set(0)
     ts = bsds_thresholds(19)
     max_dist = 0.02
-    ours = np.stack([image_counts(p, g, ts, max_dist) for p, g in zip(preds, gts, strict=True)])
+    ours = np.stack([image_counts(p, g, ts, max_dist, matcher="csa")
+                     for p, g in zip(preds, gts, strict=True)])
 
     def reference(i: int) -> np.ndarray:  # [T, 4] = (cntR, sumR, cntP, sumP)
         return np.stack(seeded_reference(ts, preds[i], gts[i], max_dist=max_dist,
@@ -183,7 +185,7 @@ def test_counts_and_scores_match_pyedgeeval(seeded_reference, bwmorph, monkeypat
     samples = [{"name": i} for i in range(len(preds))]
     # (check_thresholds takes a list, not an array)
     _, thresholds, overall = calculate_metrics(eval_single, ts.tolist(), samples, nproc=1)
-    out = edge_benchmark(preds, gts, max_dist=max_dist, thresholds=19)
+    out = edge_benchmark(preds, gts, max_dist=max_dist, thresholds=19, matcher="csa")
     rec = np.array([r["recall"] for r in thresholds])
     prec = np.array([r["precision"] for r in thresholds])
     np.testing.assert_allclose(out["recall"], rec, rtol=0, atol=1e-15)
@@ -225,7 +227,7 @@ def test_bsds_annotator_against_the_others(shared_data, seeded_reference):
     assert (binary_thin(annotators[0]) == thin_stack(annotators[0][None])[0]).all()
 
     # A binary map: every threshold gives the same thinned map, hence the same counts.
-    counts = image_counts(pred, others, bsds_thresholds(99))
+    counts = image_counts(pred, others, bsds_thresholds(99), matcher="csa")
     assert (counts == counts[0]).all()
     out = benchmark_from_counts(counts[None])
     ref = np.stack(seeded_reference(np.array([0.5]), pred, others), axis=1)
@@ -250,4 +252,4 @@ def test_bsds_soft_prediction_crop(shared_data, seeded_reference):
     for t in ts:
         assert (binary_thin(soft >= t) == thin_stack((soft >= t)[None])[0]).all()
     ref = np.stack(seeded_reference(ts, soft, annotators), axis=1)
-    np.testing.assert_array_equal(image_counts(soft, annotators, ts), ref)
+    np.testing.assert_array_equal(image_counts(soft, annotators, ts, matcher="csa"), ref)
