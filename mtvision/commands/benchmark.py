@@ -32,7 +32,9 @@ balancing benchmarks, one report (`make gpu-check`); elsewhere one line, exit 0.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from mtvision.cli import run_cli
 
@@ -281,7 +283,8 @@ def _add_edge_eval(sub: argparse._SubParsersAction) -> None:
                        description="Score BSDS500 images with the exact edge benchmark, with "
                                    "the optimal matcher and with pyEdgeEval's CSA (once per "
                                    "seed), side by side: ODS/OIS/AP, wall and CPU time.")
-    shared = os.environ.get("MTV_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"
+    # The shared samples beside a checkout (../shared/data), or $MTV_SHARED_DATA.
+    shared = os.environ.get("MTV_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared"
                             / "data")
     p.add_argument("--data", default=str(Path(shared) / "bsds500"), metavar="DIR",
                    help="BSDS500 root (default: $MTV_SHARED_DATA/bsds500, "
