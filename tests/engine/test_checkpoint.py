@@ -102,3 +102,17 @@ def test_a_changed_world_size_seeds_every_rank_alike_and_says_so():
         got.append(torch.rand(4))
     torch.manual_seed(step_seed(4, 9))
     assert torch.equal(got[0], got[1]) and torch.equal(got[0], torch.rand(4))
+
+
+@pytest.mark.cuda
+def test_each_rank_restores_its_own_cuda_rng_state():
+    # A rank's CUDA generator state comes back from its own entry, not rank 0's.
+    states, expected = [], []
+    for seed in (10, 11):
+        torch.manual_seed(seed)  # seeds every CUDA device too
+        torch.rand(5, device="cuda")  # the two "ranks" advanced their generators differently
+        states.append(rng_state())
+        expected.append(torch.rand(4, device="cuda"))
+    for rank in (1, 0):
+        assert restore_rng_state(states, rank, 2, seed=0, iteration=5) is None
+        assert torch.equal(torch.rand(4, device="cuda"), expected[rank])
