@@ -150,6 +150,9 @@ SCHEMA: dict[str, Any] = {
         "best_metric": Field(STR, "mean"),
         # Stop with an error after this many steps in a row skipped for non-finite values.
         "max_nonfinite_steps": Field(INT, 20, minimum=1),
+        # Under torchrun: compare a checksum of the weights across the ranks every this many
+        # steps and stop with an error when they differ (0: never).
+        "check_replicas": Field(INT, 0, minimum=0),
         "tensorboard": Field(BOOL, True),
     },
     "balancer": Named(BALANCERS, {"name": "fixed"}, skip=("tasks",)),

@@ -11,12 +11,38 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from mtvision.balancing.draws import StepDraws
 from mtvision.kernels import combine_losses
+
+
+class DrawsRandomNumbers:
+    """Mixin (listed before the ``Balancer`` base) of the methods that draw from
+    ``self.draws``: the generator's state becomes part of their ``state_dict``
+    (``_extra_state``)."""
+
+    draws: StepDraws
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self.draws.state()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.draws.load_state(state)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              local_metadata: dict[str, Any], strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str],
+                              error_msgs: list[str]) -> None:
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+        # Checkpoints written before the balancers had their own generator: strict loading
+        # would refuse them; the next ``reseed`` sets the generator anyway.
+        if prefix + "_extra_state" in missing_keys:
+            missing_keys.remove(prefix + "_extra_state")
 
 
 class Balancer(nn.Module, ABC):
@@ -27,6 +53,13 @@ class Balancer(nn.Module, ABC):
     def __init__(self, tasks: Sequence[str]) -> None:
         super().__init__()
         self.tasks = list(tasks)
+        # A method that draws random numbers draws them from here (see balancing.draws).
+        self.draws = StepDraws()
+
+    def reseed(self, seed: int, iteration: int) -> None:
+        """Make the random draws of step ``iteration`` a function of ``(seed, iteration)``:
+        the same on every rank and in a resumed run (the trainer calls it at every step)."""
+        self.draws.reseed(seed, iteration)
 
     def check_tasks(self, losses: dict[str, Tensor]) -> None:
         """A KeyError for losses of tasks the balancer was not built for."""

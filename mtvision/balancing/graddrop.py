@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mtvision.balancing.base import DrawsRandomNumbers
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
 from mtvision.kernels import graddrop as graddrop_kernel
@@ -30,10 +31,10 @@ def graddrop(G: Tensor, generator: torch.Generator | None = None) -> Tensor:
 
 
 @BALANCERS.register("graddrop")
-class GradDrop(GradientBalancer):
-    """GradDrop (see the module docstring). Draws ``u`` from torch's RNG of the gradients'
-    device, so a seeded run repeats and a resume restores it with the trainer's RNG state.
-    Its task weights are not defined: the log shows 1 for every task."""
+class GradDrop(DrawsRandomNumbers, GradientBalancer):
+    """GradDrop (see the module docstring). Draws ``u`` from the balancer's own generator
+    (``balancing.draws``): a function of (seed, iteration), the same on every rank and in a
+    resumed run. Its task weights are not defined: the log shows 1 for every task."""
 
     def __init__(self, tasks: Sequence[str], mode: str = "feature") -> None:
         super().__init__(tasks, mode)
@@ -43,4 +44,4 @@ class GradDrop(GradientBalancer):
 
     def direction(self, G: Tensor, gram: Tensor | None, losses: Tensor,
                   combine: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        return graddrop(G)
+        return graddrop(G, self.draws.generator(G.device))

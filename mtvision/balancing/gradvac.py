@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mtvision.balancing.base import DrawsRandomNumbers
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
 from mtvision.balancing.pcgrad import conflict_order
@@ -82,10 +83,10 @@ def gradvac_weights(gram: Tensor, targets: Tensor | float = 0.0,
 
 
 @BALANCERS.register("gradvac")
-class GradVac(GradientBalancer):
+class GradVac(DrawsRandomNumbers, GradientBalancer):
     """GradVac (see the module docstring). Options: ``beta`` (the targets' EMA rate, 0.01),
-    ``random_order``. The targets are a buffer; the order comes from torch's RNG of the
-    gradients' device (like PCGrad)."""
+    ``random_order``. The targets are a buffer; the order comes from the balancer's own
+    generator, a function of (seed, iteration), like PCGrad's."""
 
     def __init__(self, tasks: Sequence[str], mode: str = "param", beta: float = 0.01,
                  random_order: bool = True) -> None:
@@ -104,7 +105,8 @@ class GradVac(GradientBalancer):
     def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
         rows = self.task_rows(gram.shape[0])
         targets = self.gather(self.targets, rows, square=True)
-        w, cos, seen = gradvac_step(gram, targets, None, self.random_order)
+        w, cos, seen = gradvac_step(gram, targets, self.draws.generator(gram.device),
+                                    self.random_order)
         new = torch.where(seen, (1 - self.beta) * targets + self.beta * cos, targets)
         self.scatter(self.targets, rows, new, square=True)
         return w

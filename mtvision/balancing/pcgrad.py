@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mtvision.balancing.base import DrawsRandomNumbers
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
 from mtvision.registry import BALANCERS, ConfigError
@@ -64,10 +65,11 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None,
 
 
 @BALANCERS.register("pcgrad")
-class PCGrad(GradientBalancer):
-    """PCGrad (see the module docstring). The random order comes from torch's RNG of the
-    gradients' device, so a seeded run repeats and a resume restores it with the trainer's RNG
-    state. ``random_order: false`` visits the other tasks in ascending order instead."""
+class PCGrad(DrawsRandomNumbers, GradientBalancer):
+    """PCGrad (see the module docstring). The random order comes from the balancer's own
+    generator (``balancing.draws``): a function of (seed, iteration), the same on every rank
+    and in a resumed run. ``random_order: false`` visits the other tasks in ascending order
+    instead."""
 
     def __init__(self, tasks: Sequence[str], mode: str = "param",
                  random_order: bool = True) -> None:
@@ -78,4 +80,4 @@ class PCGrad(GradientBalancer):
         self.random_order = random_order
 
     def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
-        return pcgrad_weights(gram, None, self.random_order)
+        return pcgrad_weights(gram, self.draws.generator(gram.device), self.random_order)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from mtvision.balancing.base import Balancer
+from mtvision.balancing.base import Balancer, DrawsRandomNumbers
 from mtvision.registry import BALANCERS
 
 
 @BALANCERS.register("rlw")
-class RandomLossWeighting(Balancer):
+class RandomLossWeighting(DrawsRandomNumbers, Balancer):
     """Fresh random weights every step.
 
     B. Lin, F. Ye, Y. Zhang, I. W. Tsang, "Reasonable Effectiveness of Random Weighting: A
@@ -22,8 +22,8 @@ class RandomLossWeighting(Balancer):
 
     The paper normalises to sum 1; the factor T (tasks in this step's losses) keeps the scale
     of the equal-weight sum, so a learning rate tuned for ``fixed`` carries over. ``z`` comes
-    from torch's global generator of the losses' device: a seeded run is reproducible and the
-    trainer's checkpointed RNG state resumes the sequence. No options and no state.
+    from the balancer's own generator (``balancing.draws``): a function of (seed, iteration),
+    the same on every rank and in a resumed run. No options; the generator is its only state.
     """
 
     def __init__(self, tasks: Sequence[str]) -> None:
@@ -33,6 +33,6 @@ class RandomLossWeighting(Balancer):
         """A new draw of ``T softmax(z)`` over the tasks in ``losses``."""
         tasks = list(losses)
         dev = losses[tasks[0]].device
-        z = torch.randn(len(tasks), device=dev)
+        z = torch.randn(len(tasks), device=dev, generator=self.draws.generator(dev))
         w = len(tasks) * torch.softmax(z, dim=0)
         return {t: w[i] for i, t in enumerate(tasks)}

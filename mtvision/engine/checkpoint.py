@@ -5,9 +5,12 @@ A checkpoint is a dict::
     {"format": "mtvision-checkpoint", "version": 1, "model": state_dict,
      "config": resolved config (plain dict), "classes": {task: [names]},
      "epoch": int, "iteration": int, "best_score": float | None,
-     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": ..., "balancer": ...}
+     "optimizer": ..., "scheduler": ..., "scaler": ..., "rng": [state of each rank],
+     "balancer": ...}
 
-Only ``model``, ``config`` and ``classes`` are needed for evaluation and inference.
+Only ``model``, ``config`` and ``classes`` are needed for evaluation and inference. ``rng``
+holds the RNG states of every process of the run, in rank order (``rng_state``; a single
+state in checkpoints of earlier versions): each rank resumes its own (``restore_rng_state``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from mtvision.balancing.draws import step_seed
 
 FORMAT = "mtvision-checkpoint"
 
@@ -176,4 +181,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
     # RNG states must be CPU byte tensors, wherever the checkpoint was mapped to.
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        # Written where more devices were visible: the states of the devices present.
+        cuda = state["cuda"][:torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def restore_rng_state(saved: list[dict[str, Any]] | dict[str, Any], rank: int, world: int,
+                      seed: int, iteration: int) -> str | None:
+    """Restore rank ``rank``'s own RNG states from a checkpoint's ``rng`` entry (one state per
+    rank of the run that wrote it; a single state in earlier checkpoints).
+
+    Written by another number of processes than ``world``, the ranks' streams cannot be paired
+    up: every rank then seeds Python, NumPy and torch from ``(seed, iteration)`` alike, as a
+    fresh run seeds every rank, and the returned note says so (None when restored)."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == world:
+        set_rng_state(states[rank])
+        return None
+    s = step_seed(seed, iteration)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    return (f"the checkpoint holds the RNG states of {len(states)} process(es) and this run "
+            f"has {world}: every rank's RNG is seeded from (train.seed, iteration {iteration}), "
+            "so random draws will not repeat those of the interrupted run")

@@ -19,7 +19,7 @@ Synchronisation of a multi-task step (see ``Trainer.train_step``):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -163,6 +163,40 @@ def broadcast_from_main(obj: Any) -> Any:
     box = [obj if is_main() else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+# Integer views of a float tensor's bit patterns, by element size.
+_BITS = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.uint8}
+
+
+def replica_divergence(named_params: Iterable[tuple[str, Tensor]]) -> str | None:
+    """Whether the ranks still hold the same parameters: None when they do (always in one
+    process), else which ranks differ from rank 0 and the first parameter that does.
+
+    Each rank sums the bit patterns of every parameter tensor as integers (exact: a change of
+    any one element changes its sum) on its device, without a host sync; one all-gather of
+    these int64 sums, one per parameter tensor, and one read-back compare them.
+    """
+    if not is_distributed():
+        return None
+    names, sums = [], []
+    for name, p in named_params:
+        t = p.detach()
+        sums.append(t.view(_BITS[t.element_size()]).sum(dtype=torch.int64))
+        names.append(name)
+    if not sums:
+        return None
+    local = torch.stack(sums)
+    table = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(table, local)
+    table = torch.stack(table).cpu()
+    differ = table != table[0]  # [W, n]: where a rank's sum is not rank 0's
+    ranks = [r for r in range(len(table)) if bool(differ[r].any())]
+    if not ranks:
+        return None
+    first = names[int(differ.any(0).nonzero()[0])]
+    return (f"the weights of rank{'s' if len(ranks) > 1 else ''} "
+            f"{', '.join(map(str, ranks))} differ from rank 0's (first in '{first}')")
 
 
 def cleanup() -> None:

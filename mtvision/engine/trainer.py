@@ -33,9 +33,9 @@ from mtvision.engine import distributed as dist
 from mtvision.engine.checkpoint import (
     load_checkpoint,
     load_weights,
+    restore_rng_state,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from mtvision.engine.compile import compile_backend, compile_model
 from mtvision.engine.device import amp_dtype, resolve_device, tune_cudnn
@@ -293,23 +293,25 @@ class Trainer:
         return [p for p in self.balancer.parameters() if p.requires_grad]
 
     # -- checkpoints ------------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
+    def _state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(), "config": self.cfg, "classes": self.classes,
             "epoch": self.iteration // self.epoch_len, "iteration": self.iteration,
             "best_score": self.best_score, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "balancer": self.balancer.state_dict(), "rng": rng_state(),
+            "balancer": self.balancer.state_dict(), "rng": rng,
             "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
-        """Write a checkpoint (rank 0 only; the ranks hold the same weights)."""
+        """Write a checkpoint: rank 0 writes it (the ranks hold the same weights), with every
+        rank's own RNG state, so every rank calls this."""
+        rng = dist.gather_to_main(rng_state())
         if not self.main:
             return None
         path = self.work_dir / name
         try:
-            return save_checkpoint(self._state(), path)
+            return save_checkpoint(self._state(rng), path)
         except OSError as e:
             # save_checkpoint writes a temp file and renames it: the previous one is intact.
             kept = " (the previous one is kept)" if path.is_file() else ""
@@ -344,11 +346,14 @@ class Trainer:
         if state.get("scaler"):  # empty when the run was written without fp16 scaling
             self.scaler.load_state_dict(state["scaler"])
         self.balancer.load_state_dict(state["balancer"])
-        set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
+        note = restore_rng_state(state["rng"], self.rank, self.world, self.cfg["train"]["seed"],
+                                 self.iteration)
         self.best_score = state.get("best_score")
         if self.main:
             print(f"resumed from {path} at iteration {self.iteration}")
+            if note:
+                warnings.warn(f"{path}: {note}", stacklevel=2)
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self, batch: dict[str, Any] | list[dict[str, Any]]
@@ -359,6 +364,8 @@ class Trainer:
         batches = batch if isinstance(batch, list) else [batch]
         k = len(batches)
         self.optimizer.zero_grad(set_to_none=True)
+        # The balancer's random draws: a function of (seed, iteration), alike on every rank.
+        self.balancer.reseed(self.cfg["train"]["seed"], self.iteration)
         # The tasks this step trains: those any micro-batch of any rank labels. Every
         # micro-batch and rank then hands the balancer the same tasks (same G rows).
         local = {t for b in batches for t, p in b["present"].items()
@@ -467,6 +474,14 @@ class Trainer:
                 f"stopped, the last good checkpoint is {self.work_dir / 'last.pt'} "
                 "(lower train.optimizer.lr or set train.grad_clip)")
 
+    def _check_replicas(self) -> None:
+        problem = dist.replica_divergence(self.model.named_parameters())
+        if problem:
+            raise TrainingError(
+                f"train.check_replicas: after iteration {self.iteration} {problem}; the "
+                "processes drifted apart (a random draw or an update that differs between "
+                f"ranks), stopped; the last checkpoint is {self.work_dir / 'last.pt'}")
+
     # -- loop -------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
         # Periodic evaluations use the fast edge matcher unless eval.train_edge_mode says
@@ -527,6 +542,8 @@ class Trainer:
                         "sec_per_iter": (now - t_last) / max(self.iteration - it_last, 1),
                     })
                     t_last, it_last = now, self.iteration
+                if tcfg["check_replicas"] and self.iteration % tcfg["check_replicas"] == 0:
+                    self._check_replicas()  # before a checkpoint could keep drifted weights
                 every = tcfg["checkpoint_iters"]
                 if every and self.iteration % every == 0 and self.iteration < self.total_iters:
                     self.save("last.pt")

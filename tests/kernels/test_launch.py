@@ -8,6 +8,7 @@ import contextlib
 import importlib
 from types import SimpleNamespace
 
+import mtvision.kernels._common as common
 import pytest
 import torch
 from mtvision.kernels._common import GRID_LIMITS, check_grid
@@ -18,7 +19,6 @@ from mtvision.kernels.focal import focal_config
 from mtvision.kernels.gram import gram_config, rows_config
 from mtvision.kernels.multi_head import dense_config
 
-import kernels._common as common
 from tests.kernels.launches import family_calls, spy_kernels
 
 # CUDA's grid limits, written out here rather than read from the code under test.

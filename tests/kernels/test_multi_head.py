@@ -3,11 +3,11 @@ functions (and F.cross_entropy / HED's BCE through them)."""
 
 from __future__ import annotations
 
+import mtvision.kernels.jit.multi_head as dense_mod
 import pytest
 import torch
 from mtvision.kernels import dense_losses, edge_bce, seg_cross_entropy
 
-import kernels.jit.multi_head as dense_mod
 from tests.kernels.conftest import DTYPES, GRAD_TOL, assert_close
 
 
