@@ -16,17 +16,21 @@ import torch
 from torch import Tensor
 
 
-def fetch(gram: Tensor, *vectors: Tensor) -> tuple[np.ndarray, ...]:
-    """``gram`` (symmetrised) and each vector ``[T]``, as float64 NumPy arrays, in ONE
-    device-to-host copy (the sync of the solve on a GPU)."""
+def fetch(gram: Tensor, *blocks: Tensor) -> tuple[np.ndarray, ...]:
+    """``gram`` (symmetrised) and each block (``[T]`` or ``[T, k]``, any real dtype), as
+    float64 NumPy arrays of their own shapes, in ONE device-to-host copy (on a GPU: the one
+    sync of the solve)."""
     T = gram.shape[0]
-    parts = [gram.detach().reshape(T, T), *(v.detach().reshape(T, 1) for v in vectors)]
+    parts = [gram.detach().reshape(T, T), *(b.detach().reshape(T, -1) for b in blocks)]
     buf = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
     # The one sync: the host needs the numbers to decide when the solve is done.
     host = buf.to("cpu", torch.float64).numpy()
     M = host[:, :T]
-    out = [(M + M.T) / 2]
-    out += [host[:, T + k].copy() for k in range(len(vectors))]
+    out, off = [(M + M.T) / 2], T
+    for b, part in zip(blocks, parts[1:], strict=True):
+        k = part.shape[1]
+        out.append(host[:, off:off + k].reshape(b.shape).copy())
+        off += k
     return tuple(out)
 
 
