@@ -45,9 +45,9 @@ def gradnorm_step(gram: Tensor, losses: Tensor, initial_losses: Tensor, weights:
                            ).to(torch.float64).unbind(0)
     norms = gram.detach().diagonal().to(torch.float64).clamp_min(0).sqrt()
     ratio = L.clamp_min(0) / L0.clamp_min(MIN_LOSS)
-    r = (ratio / ratio.mean()).nan_to_num(nan=1.0)  # all 1 when every ratio is 0
+    r = (ratio * (T / ratio.sum())).nan_to_num(nan=1.0)  # all 1 when every ratio is 0
     Gw = w * norms
-    target = Gw.mean() * r ** alpha
+    target = Gw.sum() / T * r ** alpha
     new = torch.addcmul(w, torch.sign(Gw - target), norms, value=-lr).clamp_min(MIN_WEIGHT)
     return (new * (w.sum() / new.sum())).float()
 
