@@ -22,7 +22,7 @@ from kernels import gram as gram_matrix
 from kernels import weighted_rows
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.task_gradients import FeatureCut, TaskGradients
-from mtvision.engine.distributed import (
+from mtvision.collectives import (
     all_reduce_mean_,
     all_reduce_sum_,
     is_distributed,

@@ -1,0 +1,98 @@
+"""Host syncs of one training step (issue 15): every conversion of a tensor to a Python value
+(``.item()``, ``bool()``, ``int()``, ``float()``, ``.tolist()``) counted with a spy on the CPU,
+and on a GPU a step under ``torch.cuda.set_sync_debug_mode("error")``."""
+
+from __future__ import annotations
+
+import collections
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mtvision.engine.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[2]
+CONVERSIONS = ("item", "__bool__", "__int__", "__float__", "tolist")
+
+
+def conversion_sites(monkeypatch, fn) -> collections.Counter:
+    """Run ``fn`` and count the tensor conversions by the project's frame that made them
+    (``file:function``; torch's own code is named by its caller in the project)."""
+    sites: collections.Counter = collections.Counter()
+
+    def spy(name):
+        real = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            inner = frame = sys._getframe(1)
+            while frame is not None and not frame.f_code.co_filename.startswith(str(ROOT)):
+                frame = frame.f_back
+            where = ("?" if frame is None else
+                     f"{Path(frame.f_code.co_filename).relative_to(ROOT)}:{frame.f_code.co_name}")
+            if inner is not frame:  # in torch's own code, called from the project's
+                where += f" > torch {Path(inner.f_code.co_filename).name}:{inner.f_code.co_name}"
+            sites[where] += 1
+            return real(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in CONVERSIONS:
+        monkeypatch.setattr(torch.Tensor, name, spy(name))
+    fn()
+    for name in CONVERSIONS:
+        monkeypatch.undo()
+    return sites
+
+
+def test_one_step_sync_census(tiny_cfg, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_cfg, tmp_path / "run", progress=False)
+    trainer.model.train()
+    batch = next(iter(trainer.train_loader))
+    assert trainer.train_step(batch) is not None  # warm-up: one-time work is not per step
+    sites = conversion_sites(monkeypatch, lambda: trainer.train_step(batch))
+    tasks = trainer.model.task_names
+    print(dict(sites))
+    assert dict(sites) == {
+        # the loader's presence flags, on the host: no device sync
+        "mtvision/engine/trainer.py:<setcomp>": len(tasks),
+        # the FCOS loss: which images are labelled, from the same host flags
+        "mtvision/models/heads/detection.py:loss": 1,
+        # one check that the losses are finite, before the balancer's backward
+        "mtvision/engine/trainer.py:train_step": 2,  # ... and one of the gradient norm
+    }, dict(sites)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("balancer", ["fixed", "pcgrad"])
+def test_cuda_step_has_only_the_documented_syncs(tiny_cfg, tmp_path, balancer):
+    """The two documented syncs (finite losses, finite gradient norm) are allowed by running
+    them outside the debug mode; everything else in the step must not sync."""
+    cfg = {**tiny_cfg, "balancer": {"name": balancer}}
+    trainer = Trainer(cfg, tmp_path / "run", device="cuda", progress=False)
+    trainer.model.train()
+    batch = next(iter(trainer.train_loader))
+    assert trainer.train_step(batch) is not None  # warm-up (cuDNN, Triton compilation)
+    real_isfinite = torch.isfinite
+
+    class Allowed:
+        """``torch.isfinite`` results whose bool() is one of the documented syncs."""
+
+    def isfinite(t):
+        out = real_isfinite(t)
+        torch.cuda.set_sync_debug_mode("default")
+        try:
+            return torch.tensor(bool(out.all()))  # the sync, outside the debug mode
+        finally:
+            torch.cuda.set_sync_debug_mode("error")
+
+    torch.cuda.synchronize()
+    torch.isfinite = isfinite
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = trainer.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        torch.isfinite = real_isfinite
+    assert out is not None
