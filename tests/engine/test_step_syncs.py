@@ -41,8 +41,7 @@ def conversion_sites(monkeypatch, fn) -> collections.Counter:
     for name in CONVERSIONS:
         monkeypatch.setattr(torch.Tensor, name, spy(name))
     fn()
-    for name in CONVERSIONS:
-        monkeypatch.undo()
+    monkeypatch.undo()
     return sites
 
 
@@ -53,8 +52,13 @@ def test_one_step_sync_census(tiny_cfg, tmp_path, monkeypatch):
     assert trainer.train_step(batch) is not None  # warm-up: one-time work is not per step
     sites = conversion_sites(monkeypatch, lambda: trainer.train_step(batch))
     tasks = trainer.model.task_names
-    print(dict(sites))
+    opt = trainer.optimizer
+    stepped = [p for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    # torch's AdamW reads each parameter's step counter: CPU tensors (not ``capturable``), so
+    # host reads, no device sync.
+    assert all(opt.state[p]["step"].device.type == "cpu" for p in stepped)
     assert dict(sites) == {
+        "mtvision/engine/trainer.py:train_step > torch optimizer.py:_get_value": len(stepped),
         # the loader's presence flags, on the host: no device sync
         "mtvision/engine/trainer.py:<setcomp>": len(tasks),
         # the FCOS loss: which images are labelled, from the same host flags
