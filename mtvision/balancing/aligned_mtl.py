@@ -11,6 +11,10 @@ As in the authors' ``ProcrustesSolver``: eigenvalues at or below ``max(lambda) *
 (float32 eps) are dropped (their directions get weight 0, so a zero gradient gets weight 0),
 and ``lambda_ref`` is the smallest kept eigenvalue (``scale_mode: "min"``, their default), the
 lower median of the kept ones (``"median"``) or their mean (``"rmse"``).
+
+The eigendecomposition runs on the host (NumPy, float64) after ONE device-to-host copy of the
+``T x T`` matrix (``host.fetch``): ``torch.linalg.eigh`` on a GPU reads its error code back
+to the host anyway (a sync of its own), and the dozens of small launches around it go too.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.registry import BALANCERS, ConfigError
 
 SCALE_MODES = ("min", "median", "rmse")
@@ -36,28 +42,27 @@ def aligned_mtl_weights(gram: Tensor, pre_weights: Tensor | None = None,
     if scale_mode not in SCALE_MODES:
         raise ValueError(f"scale_mode must be one of {', '.join(SCALE_MODES)}, got "
                          f"{scale_mode!r}")
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
-    T = M.shape[0]
-    lam, V = torch.linalg.eigh(M)  # ascending
-    keep = lam > lam.max() * T * torch.finfo(torch.float32).eps
-    n_keep = keep.sum()
-    zero = torch.zeros((), dtype=M.dtype, device=M.device)
-    if scale_mode == "min":
-        ref = torch.where(keep, lam, math.inf).min()
-    elif scale_mode == "median":
-        # The kept eigenvalues are the top n_keep of the ascending list; torch.median (the
-        # authors' choice) takes the lower median of them.
-        idx = (T - n_keep + (n_keep - 1).clamp_min(0) // 2).clamp(0, T - 1)
-        ref = lam.gather(0, idx.reshape(1))[0]
+    if pre_weights is None:
+        (M,) = fetch(gram)
+        w0 = np.ones(M.shape[0])
     else:
-        ref = (lam * keep).sum() / n_keep.clamp_min(1)
-    ref = torch.where(n_keep > 0, ref, zero)
-    inv_sqrt = torch.where(keep, lam.clamp_min(1e-300).rsqrt(), zero)
-    B = ref.sqrt() * (V * inv_sqrt[None, :]) @ V.T
-    w0 = (torch.ones(T, dtype=M.dtype, device=M.device) if pre_weights is None
-          else pre_weights.detach().to(M.dtype))
-    return (B @ w0).float()
+        M, w0 = fetch(gram, pre_weights)
+    T = M.shape[0]
+    lam, V = np.linalg.eigh(M)  # ascending
+    keep = lam > lam.max() * T * np.finfo(np.float32).eps
+    n_keep = int(keep.sum())
+    if n_keep == 0:
+        return upload(np.zeros(T), gram)
+    kept = lam[keep]  # the top n_keep eigenvalues, ascending
+    if scale_mode == "min":
+        ref = kept[0]
+    elif scale_mode == "median":
+        ref = kept[(n_keep - 1) // 2]  # the lower median, torch.median's (the authors' choice)
+    else:
+        ref = kept.mean()
+    inv_sqrt = np.where(keep, 1 / np.sqrt(np.where(keep, lam, 1.0)), 0.0)
+    B = math.sqrt(ref) * (V * inv_sqrt[None, :]) @ V.T
+    return upload(B @ w0, gram)
 
 
 @BALANCERS.register("aligned_mtl")

@@ -10,10 +10,13 @@ all in the Gram matrix ``M`` (``g_w . g0 = x^T M 1/T``, ``||g_w||^2 = x^T M x``)
 ``d = w^T G`` with ``w = 1/T + (sqrt(phi) / ||g_w||) x``. ``rescale`` as in the official code:
 0 keeps ``d``, 1 divides it by ``1 + c^2`` (the official default), 2 by ``1 + c``.
 
-The official code solves the dual with scipy's SLSQP on the CPU. Here: a fixed ``iters`` (50)
+The official code solves the dual with scipy's SLSQP on the CPU. Here: at most ``iters`` (50)
 projected-gradient steps on the simplex from the uniform point, each step trying 24 step sizes
 ``4 / max_i ||g_i||^2 * 2^-k`` (and 0) at once and keeping the best, which makes the descent
-monotone and indifferent to the problem's scale and conditioning without a host round trip.
+monotone and indifferent to the problem's scale and conditioning. The steps run on the host in
+float64 NumPy after ONE device-to-host copy of the ``T x T`` matrix (``host.fetch``: the one
+sync of the solve; on the device every step was ~100 kernel launches), and stop early once no
+step size improves (the point is then fixed: the remaining steps would not move it).
 The solver's objective smooths the norm as ``sqrt(||g_w||^2 + 1e-12 max_i ||g_i||^2)``; the
 official absolute ``1e-8`` terms are dropped (a zero ``g_w`` gives a zero correction instead).
 """
@@ -23,11 +26,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.registry import BALANCERS, ConfigError
 
 ITERS = 50
@@ -36,43 +40,44 @@ SMOOTH = 1e-12
 RESCALES = (0, 1, 2)
 
 
-def project_simplex(Y: Tensor) -> Tensor:
+def project_simplex(Y: np.ndarray) -> np.ndarray:
     """Euclidean projection of each row of ``Y`` [..., T] onto the probability simplex (sort
     based: Held, Wolfe & Crowder 1974; Duchi et al. 2008)."""
     T = Y.shape[-1]
-    U = Y.sort(dim=-1, descending=True).values
-    css = U.cumsum(-1) - 1
-    k = torch.arange(1, T + 1, dtype=Y.dtype, device=Y.device)
+    U = -np.sort(-Y, axis=-1)
+    css = np.cumsum(U, axis=-1) - 1
+    k = np.arange(1, T + 1, dtype=Y.dtype)
     # The condition holds on a prefix: its last index is the argmax of cond * k.
-    rho = ((U - css / k) > 0).to(Y.dtype).mul(k).argmax(-1, keepdim=True)
-    theta = css.gather(-1, rho) / (rho + 1).to(Y.dtype)
-    return (Y - theta).clamp_min(0)
+    rho = np.argmax((U - css / k > 0) * k, axis=-1)[..., None]
+    theta = np.take_along_axis(css, rho, axis=-1) / (rho + 1)
+    return np.clip(Y - theta, 0, None)
 
 
-def _dual(X: Tensor, M: Tensor, Mb: Tensor, r: Tensor, eps: Tensor) -> Tensor:
+def _dual(X: np.ndarray, M: np.ndarray, Mb: np.ndarray, r: float, eps: float) -> np.ndarray:
     """The dual objective ``x^T M b + r sqrt(x^T M x + eps)`` of each row of ``X``."""
-    return X @ Mb + r * (((X @ M) * X).sum(-1) + eps).sqrt()
+    return X @ Mb + r * np.sqrt(np.einsum("ij,ij->i", X @ M, X) + eps)
 
 
-def solve_dual(M: Tensor, r: Tensor, iters: int = ITERS) -> Tensor:
+def solve_dual(M: np.ndarray, r: float, iters: int = ITERS) -> np.ndarray:
     """The minimiser x (float64 [T]) of the CAGrad dual for a float64 Gram matrix and radius
     ``r = sqrt(phi)`` (see the module docstring)."""
     T = M.shape[0]
-    dev, dt = M.device, M.dtype
-    b = torch.full((T,), 1.0 / T, dtype=dt, device=dev)
+    b = np.full(T, 1.0 / T)
     Mb = M @ b
-    scale = M.diagonal().max().clamp_min(1e-300)
+    scale = max(np.diagonal(M).max(), 1e-300)
     eps = SMOOTH * scale
-    etas = 4.0 / scale * 2.0 ** -torch.arange(STEP_SIZES, dtype=dt, device=dev)
+    etas = (4.0 / scale * 2.0 ** -np.arange(STEP_SIZES))[:, None]
     x = b
-    for _ in range(iters):
-        Mx = M @ x
-        grad = Mb + r * Mx / ((x @ Mx) + eps).sqrt()
-        cand = torch.cat([x[None], project_simplex(x[None] - etas[:, None] * grad[None])])
-        f = _dual(cand, M, Mb, r, eps)
-        best = torch.where(torch.isfinite(f), f, math.inf).argmin()
-        # index_select, not cand[best]: indexing with a 0-dim tensor reads it on the host.
-        x = cand.index_select(0, best.reshape(1))[0]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for _ in range(iters):
+            Mx = M @ x
+            grad = Mb + r * Mx / np.sqrt(x @ Mx + eps)
+            cand = np.concatenate([x[None], project_simplex(x[None] - etas * grad[None])])
+            f = _dual(cand, M, Mb, r, eps)
+            best = int(np.argmin(np.where(np.isfinite(f), f, np.inf)))
+            if best == 0:  # no step improves: x is a fixed point of the iteration
+                break
+            x = cand[best]
     return x
 
 
@@ -81,17 +86,16 @@ def cagrad_weights(gram: Tensor, c: float = 0.4, rescale: int = 1, iters: int = 
     """CAGrad's weights float32[T] from the Gram matrix ``G G^T``."""
     if rescale not in RESCALES:
         raise ValueError(f"rescale must be 0, 1 or 2, got {rescale!r}")
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
+    (M,) = fetch(gram)
     T = M.shape[0]
-    b = torch.full((T,), 1.0 / T, dtype=M.dtype, device=M.device)
-    r = c * M.mean().clamp_min(0).sqrt()  # ||g0||^2 = 1^T M 1 / T^2
+    b = np.full(T, 1.0 / T)
+    r = c * math.sqrt(max(M.mean(), 0.0))  # ||g0||^2 = 1^T M 1 / T^2
     x = solve_dual(M, r, iters) if c > 0 else b
-    gw = (x @ M @ x).clamp_min(0).sqrt()
-    lam = torch.where(gw > 0, r / gw.clamp_min(1e-300), torch.zeros_like(gw))
+    gw = math.sqrt(max(x @ M @ x, 0.0))
+    lam = r / gw if gw > 0 else 0.0
     w = b + lam * x
     divisor = (1.0, 1.0 + c * c, 1.0 + c)[rescale]
-    return (w / divisor).float()
+    return upload(w / divisor, gram)
 
 
 @BALANCERS.register("cagrad")

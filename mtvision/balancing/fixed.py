@@ -25,7 +25,10 @@ class FixedWeights(Balancer):
             if t not in self.tasks:
                 raise ConfigError(f"balancer.weights names task '{t}', which the model does not "
                                   f"have (tasks: {', '.join(self.tasks)})")
-        self.fixed = {t: torch.tensor(float(weights.get(t, 1.0))) for t in self.tasks}
+        # A buffer, so it is on the losses' device: a host tensor there would be copied per
+        # task and step, each copy a sync. From the config, not the checkpoint: not persistent.
+        self.register_buffer("fixed", torch.tensor([float(weights.get(t, 1.0))
+                                                    for t in self.tasks]), persistent=False)
 
     def weights(self, losses: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {t: self.fixed[t] for t in losses}
+        return {t: self.fixed[self.tasks.index(t)] for t in losses}

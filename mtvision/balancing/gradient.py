@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mtvision.balancing.base import Balancer
 from mtvision.balancing.task_gradients import FeatureCut, TaskGradients
-from mtvision.engine.distributed import (
+from mtvision.collectives import (
     all_reduce_mean_,
     all_reduce_sum_,
     is_distributed,

@@ -38,18 +38,17 @@ def gradnorm_step(gram: Tensor, losses: Tensor, initial_losses: Tensor, weights:
                   alpha: float = 1.5, lr: float = 0.025) -> Tensor:
     """The task weights float32[T] after one GradNorm step from ``weights`` [T] (their sum is
     kept), for the Gram matrix ``G G^T``, this step's and the first losses [T]."""
-    M = gram.detach().to(torch.float64)
-    T = M.shape[0]
-    norms = M.diagonal().clamp_min(0).sqrt()
-    w = weights.detach().to(M.dtype).reshape(T)
-    L = losses.detach().to(M.dtype).reshape(T).clamp_min(0)
-    L0 = initial_losses.detach().to(M.dtype).reshape(T).clamp_min(MIN_LOSS)
-    ratio = L / L0
-    mean_ratio = ratio.mean()
-    r = torch.where(mean_ratio > 0, ratio / mean_ratio.clamp_min(1e-300), torch.ones_like(ratio))
+    # One closed-form step: a short fixed chain of small ops on the device (no sync), with the
+    # three vectors converted together.
+    T = gram.shape[0]
+    w, L, L0 = torch.stack([v.detach().reshape(T) for v in (weights, losses, initial_losses)]
+                           ).to(torch.float64).unbind(0)
+    norms = gram.detach().diagonal().to(torch.float64).clamp_min(0).sqrt()
+    ratio = L.clamp_min(0) / L0.clamp_min(MIN_LOSS)
+    r = (ratio * (T / ratio.sum())).nan_to_num(nan=1.0)  # all 1 when every ratio is 0
     Gw = w * norms
-    target = Gw.mean() * r ** alpha
-    new = (w - lr * torch.sign(Gw - target) * norms).clamp_min(MIN_WEIGHT)
+    target = Gw.sum() / T * r ** alpha
+    new = torch.addcmul(w, torch.sign(Gw - target), norms, value=-lr).clamp_min(MIN_WEIGHT)
     return (new * (w.sum() / new.sum())).float()
 
 

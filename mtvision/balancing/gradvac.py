@@ -15,6 +15,11 @@ matrix; the update is ``w^T G`` with ``w = sum_i c_i`` (a sum, the paper's scale
 applies the rule per layer of a Transformer; here it is applied to the whole gradient of the
 shared parameters (or features). A pair involving a zero gradient is skipped (no change, no
 target update); ``1 - t^2`` is floored at 1e-8 so a target of 1 stays finite.
+
+The visiting order is drawn on the device (``pcgrad.conflict_order``); the ``T - 1``
+sequential steps, ~40 tiny kernels each on the device, run on the host in float64 NumPy after
+ONE device-to-host copy of the Gram matrix, the targets and the order together
+(``host.fetch``: the one sync of the step), and the results come back in one copy.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mtvision.balancing.base import DrawsRandomNumbers
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.balancing.pcgrad import conflict_order
 from mtvision.registry import BALANCERS, ConfigError
 
@@ -39,35 +46,36 @@ def gradvac_step(gram: Tensor, targets: Tensor, generator: torch.Generator | Non
     """One GradVac step on the Gram matrix ``G G^T`` with targets [T, T]: the weights
     float32[T], the observed cosines float32[T, T] and bool[T, T], where a pair was observed
     (both gradients nonzero). ``generator``: see ``pcgrad.conflict_order``."""
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
-    T = M.shape[0]
-    dev, dt = M.device, M.dtype
-    tgt = targets.detach().to(dt).clamp(-1.0, 1.0)
-    C = torch.eye(T, dtype=dt, device=dev)
-    seen_cos = torch.zeros(T, T, dtype=dt, device=dev)
-    seen = torch.zeros(T, T, dtype=torch.bool, device=dev)
+    T = gram.shape[0]
     if T == 1:
-        return C.sum(0).float(), seen_cos.float(), seen
-    order = conflict_order(T, dev, generator, random_order)
-    norms = M.diagonal().clamp_min(0).sqrt()
-    zero = torch.zeros((), dtype=dt, device=dev)
+        return (torch.ones(1, device=gram.device), torch.zeros(1, 1, device=gram.device),
+                torch.zeros(1, 1, dtype=torch.bool, device=gram.device))
+    order = conflict_order(T, gram.device, generator, random_order)
+    M, tgt, order = fetch(gram, targets, order)
+    tgt = np.clip(tgt, -1.0, 1.0)
+    order = order.astype(np.int64)
+    rows = np.arange(T)
+    C = np.eye(T)
+    seen_cos = np.zeros((T, T))
+    seen = np.zeros((T, T), dtype=bool)
+    norms = np.sqrt(np.clip(np.diagonal(M), 0, None))
     for k in range(T - 1):
-        j = order[:, k:k + 1]
+        j = order[:, k]
         CM = C @ M
-        dots = CM.gather(1, j)
-        n_i = (CM * C).sum(1, keepdim=True).clamp_min(0).sqrt()  # ||g_i^PC||
-        n_j = norms.gather(0, j[:, 0])[:, None]
+        dots = CM[rows, j]
+        n_i = np.sqrt(np.clip(np.einsum("ij,ij->i", CM, C), 0, None))  # ||g_i^PC||
+        n_j = norms[j]
         ok = (n_i > 0) & (n_j > 0)
-        phi = torch.where(ok, dots / (n_i * n_j).clamp_min(1e-300), zero).clamp(-1.0, 1.0)
-        t = tgt.gather(1, j)
-        sin_t = (1 - t * t).clamp_min(MIN_SIN2).sqrt()
-        sin_phi = (1 - phi * phi).clamp_min(0).sqrt()
-        coef = n_i * (t * sin_phi - phi * sin_t) / (n_j.clamp_min(1e-300) * sin_t)
-        C = C.scatter_add(1, j, torch.where(ok & (phi < t), coef, zero))
-        seen_cos = seen_cos.scatter(1, j, phi)
-        seen = seen.scatter(1, j, ok)
-    return C.sum(0).float(), seen_cos.float(), seen
+        phi = np.clip(np.where(ok, dots / np.where(ok, n_i * n_j, 1.0), 0.0), -1.0, 1.0)
+        t = tgt[rows, j]
+        sin_t = np.sqrt(np.clip(1 - t * t, MIN_SIN2, None))
+        sin_phi = np.sqrt(np.clip(1 - phi * phi, 0, None))
+        coef = n_i * (t * sin_phi - phi * sin_t) / (np.where(ok, n_j, 1.0) * sin_t)
+        C[rows, j] += np.where(ok & (phi < t), coef, 0.0)
+        seen_cos[rows, j] = phi
+        seen[rows, j] = ok
+    out = upload(np.concatenate([C.sum(0)[:, None], seen_cos, seen], axis=1), gram)
+    return out[:, 0], out[:, 1:T + 1], out[:, T + 1:] > 0.5
 
 
 @register_aggregator("gradvac")

@@ -10,20 +10,23 @@ linear system, in the Gram matrix ``M`` alone::
 
 with unknowns ``a`` and the common projection ``s``; this form needs no reference task, so a
 task whose gradient is 0 simply drops out (``a_t = 0``, no constraint on it). The weights sum
-to 1 (the paper's scale). The small system is solved by LU (``solve_ex``); where that fails or
-is inaccurate (parallel gradients make it singular) a Tikhonov-regularised least-squares
-solution is used instead, selected on the device, so nothing raises or syncs.
+to 1 (the paper's scale). The small system is solved by LU; where that fails or is inaccurate
+(parallel gradients make it singular) a Tikhonov-regularised least-squares solution is used
+instead. That choice is a decision on the numbers: it is made on the host, in float64 NumPy,
+after ONE device-to-host copy of the ``T x T`` matrix (``host.fetch``: the one sync of the
+solve), where computing both solutions on the device and selecting there cost ~250 launches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+import numpy as np
 from torch import Tensor
 
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.registry import BALANCERS
 
 REL_ZERO = 1e-12  # ||g_t||^2 below this fraction of the largest: a zero gradient
@@ -34,35 +37,33 @@ RESIDUAL = 1e-8   # relative residual above which the LU solution is rejected
 @register_aggregator("imtl_g")
 def imtl_g_weights(gram: Tensor) -> Tensor:
     """IMTL-G's weights float32[T] (summing to 1) from the Gram matrix ``G G^T``."""
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
+    (M,) = fetch(gram)
     T = M.shape[0]
-    dev, dt = M.device, M.dtype
-    sq = M.diagonal()
-    active = sq > REL_ZERO * sq.max().clamp_min(0)
-    norms = sq.clamp_min(0).sqrt()
+    sq = np.diagonal(M)
+    active = sq > REL_ZERO * max(sq.max(), 0.0)
+    norms = np.sqrt(np.clip(sq, 0, None))
     # Both unknown blocks are O(1): projections in units of the mean gradient norm.
-    unit = (norms * active).sum() / active.sum().clamp_min(1)
-    unit = torch.where(unit > 0, unit, torch.ones_like(unit))
-    K = torch.where(active[None, :], M / torch.where(active, norms, 1.0)[None, :], 0.0) / unit
-    eye = torch.eye(T, dtype=dt, device=dev)
+    unit = (norms * active).sum() / max(active.sum(), 1)
+    unit = unit if unit > 0 else 1.0
+    K = np.where(active[None, :], M / np.where(active, norms, 1.0)[None, :], 0.0) / unit
     # Row t: sum_i a_i K[i, t] - s = 0 (active t) or a_t = 0; last row: sum_i a_i = 1.
-    top = torch.where(active[:, None], torch.cat([K.T, -torch.ones(T, 1, dtype=dt, device=dev)],
-                                                 dim=1),
-                      torch.cat([eye, torch.zeros(T, 1, dtype=dt, device=dev)], dim=1))
-    last = torch.cat([torch.ones(1, T, dtype=dt, device=dev),
-                      torch.zeros(1, 1, dtype=dt, device=dev)], dim=1)
-    A = torch.cat([top, last])
-    rhs = torch.zeros(T + 1, 1, dtype=dt, device=dev)
+    A = np.zeros((T + 1, T + 1))
+    A[:T] = np.where(active[:, None], np.hstack([K.T, -np.ones((T, 1))]),
+                     np.hstack([np.eye(T), np.zeros((T, 1))]))
+    A[T, :T] = 1.0
+    rhs = np.zeros(T + 1)
     rhs[T] = 1.0
-    x_lu, _ = torch.linalg.solve_ex(A, rhs)
-    AtA = A.T @ A
-    reg = TIKHONOV * AtA.diagonal().max() * torch.eye(T + 1, dtype=dt, device=dev)
-    x_ls, _ = torch.linalg.solve_ex(AtA + reg, A.T @ rhs)
-    ok = torch.isfinite(x_lu).all() & ((A @ x_lu - rhs).norm() <= RESIDUAL)
-    x = torch.where(ok, x_lu, x_ls)
-    x = torch.where(torch.isfinite(x), x, 0.0)
-    return x[:T, 0].float()
+    with np.errstate(all="ignore"):
+        try:
+            x = np.linalg.solve(A, rhs)
+            ok = bool(np.all(np.isfinite(x))) and np.linalg.norm(A @ x - rhs) <= RESIDUAL
+        except np.linalg.LinAlgError:  # exactly singular
+            ok = False
+        if not ok:
+            AtA = A.T @ A
+            reg = TIKHONOV * AtA.diagonal().max() * np.eye(T + 1)
+            x = np.linalg.solve(AtA + reg, A.T @ rhs)
+    return upload(np.where(np.isfinite(x[:T]), x[:T], 0.0), gram)
 
 
 @BALANCERS.register("imtl_g")

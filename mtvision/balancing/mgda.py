@@ -5,12 +5,18 @@ The update is the min-norm point of the convex hull of the task gradients::
 
     w = argmin_{w in simplex} || sum_i w_i g_i ||^2 = argmin_{w in simplex} w^T (G G^T) w
 
-solved on the Gram matrix with the paper's Algorithm 2 (Frank-Wolfe from the uniform point, the
-vertex ``t = argmin_r (M w)_r`` and the exact line search of Algorithm 1 between ``w`` and
-``e_t``) for a fixed ``max_iter`` iterations (250, ``MinNormSolver.MAX_ITER`` of the authors'
-code; their early stop on a small change is dropped, so nothing is read back to the host); for
-two tasks the closed form ``gamma = clip((g2 - g1).g2 / ||g1 - g2||^2, 0, 1)``. Algorithm 1's
-exact clip to [0, 1] is used where the authors' code returns 0.999 / 0.001 at the ends.
+solved on the Gram matrix. The authors' Algorithm 2 (Frank-Wolfe, 250 iterations) converges
+slowly when the optimum lies inside a face; here the problem is solved exactly, on the host
+after ONE device-to-host copy of the ``T x T`` matrix (``host.fetch``, the step's one sync;
+a few hundred bytes), since an exact solve needs decisions on the numbers: with ``M = R^T R``
+the non-negative least squares problem::
+
+    u = argmin_{u >= 0} ||R u||^2 + (1^T u - 1)^2,        w = u / (1^T u)
+
+has the min-norm point's optimality conditions as its own (``g_i . d >= ||d||^2``, with
+equality where ``w_i > 0``), so SciPy's NNLS (Lawson-Hanson, finite) solves it; the result is
+then polished by the exact equality-constrained solve on its support. For two tasks the closed
+form ``gamma = clip((g2 - g1).g2 / ||g1 - g2||^2, 0, 1)`` of Algorithm 1.
 
 ``normalization`` (their ``gradient_normalizers``): the gradients are divided by ``||g_i||``
 (``"l2"``), ``L_i`` (``"loss"``) or ``L_i ||g_i||`` (``"loss+"``) before solving, i.e. the Gram
@@ -26,105 +32,112 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
+import numpy as np
+import scipy.optimize
 from torch import Tensor
 
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.registry import BALANCERS, ConfigError
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
-MAX_ITER = 250  # MinNormSolver.MAX_ITER in the authors' code
 # A line-search denominator ||d - g_t||^2 below this fraction of the largest ||g_i||^2 means
 # d = g_t already: the step is 0 (no division by ~0).
 REL_EPS = 1e-12
 
 
-def _normalizers(gram: Tensor, losses: Tensor | None, normalization: str) -> Tensor:
+def _normalizers(M: np.ndarray, losses: np.ndarray | None, normalization: str) -> np.ndarray:
     """The float64 [T] divisors of the task gradients for ``normalization``."""
-    T = gram.shape[0]
-    one = torch.ones(T, dtype=gram.dtype, device=gram.device)
+    T = M.shape[0]
     if normalization == "none":
-        return one
-    norms = gram.diagonal().clamp_min(0).sqrt()
+        return np.ones(T)
+    norms = np.sqrt(np.clip(np.diagonal(M), 0, None))
     if normalization == "l2":
         n = norms
     else:
-        if losses is None:
-            raise ValueError(f"normalization '{normalization}' needs the task losses")
-        L = losses.detach().to(gram.dtype).reshape(T).abs()
+        L = np.abs(losses)
         n = L if normalization == "loss" else L * norms
-    return torch.where(n > 0, n, one)
+    return np.where(n > 0, n, 1.0)
 
 
-def min_norm_weights(gram: Tensor, max_iter: int = MAX_ITER) -> Tensor:
+def min_norm_weights(M: np.ndarray) -> np.ndarray:
     """The min-norm point's weights (float64 [T], on the simplex) for a float64 Gram matrix."""
-    T = gram.shape[0]
-    dev, dt = gram.device, gram.dtype
-    diag = gram.diagonal()
-    eps = REL_EPS * diag.max().clamp_min(0)
+    T = M.shape[0]
+    diag = np.diagonal(M)
+    eps = REL_EPS * max(diag.max(), 0.0)
     if T == 1:
-        return torch.ones(1, dtype=dt, device=dev)
+        return np.ones(1)
     if T == 2:
-        den = diag[0] - 2 * gram[0, 1] + diag[1]  # ||g1 - g2||^2
-        gamma = torch.where(den > eps, (diag[1] - gram[0, 1]) / den.clamp_min(1e-300),
-                            torch.full((), 0.5, dtype=dt, device=dev)).clamp(0.0, 1.0)
-        return torch.stack([gamma, 1 - gamma])
-    w = torch.full((T,), 1.0 / T, dtype=dt, device=dev)
-    idx = torch.arange(T, device=dev)
-    zero = torch.zeros((), dtype=dt, device=dev)
-    for _ in range(max_iter):
-        Mw = gram @ w
-        t = Mw.argmin()
-        vertex = (idx == t).to(dt)
-        dd = w @ Mw             # ||d||^2
-        dg = (Mw * vertex).sum()  # d . g_t
-        gg = (diag * vertex).sum()  # ||g_t||^2
-        den = dd - 2 * dg + gg  # ||d - g_t||^2
-        # Algorithm 1 on the pair (d, g_t): the weight of g_t.
-        gamma = torch.where(den > eps, (dd - dg) / den.clamp_min(1e-300), zero).clamp(0.0, 1.0)
-        w = w + gamma * (vertex - w)
+        den = diag[0] - 2 * M[0, 1] + diag[1]  # ||g1 - g2||^2
+        gamma = float(np.clip((diag[1] - M[0, 1]) / den, 0.0, 1.0)) if den > eps else 0.5
+        return np.array([gamma, 1 - gamma])
+    if not diag.max() > 0:
+        return np.full(T, 1.0 / T)  # every gradient is 0: any point is the min-norm point
+    lam, V = np.linalg.eigh(M)
+    R = np.sqrt(np.clip(lam, 0, None))[:, None] * V.T  # R^T R = M
+    A = np.vstack([R, np.ones((1, T))])
+    b = np.zeros(T + 1)
+    b[T] = 1.0
+    u = scipy.optimize.nnls(A, b)[0]
+    w = u / u.sum() if u.sum() > 0 else np.full(T, 1.0 / T)
+    # Polish: the exact minimiser on the affine hull of the support, kept when feasible and
+    # not worse (the NNLS solution is only as exact as its stopping tolerance).
+    S = np.flatnonzero(w > 0)
+    K = np.zeros((S.size + 1, S.size + 1))
+    K[:S.size, :S.size] = M[np.ix_(S, S)]
+    K[:S.size, S.size] = K[S.size, :S.size] = 1.0
+    rhs = np.zeros(S.size + 1)
+    rhs[S.size] = 1.0
+    try:
+        x = np.linalg.solve(K, rhs)[:S.size]
+    except np.linalg.LinAlgError:  # a degenerate support: the NNLS point stands
+        return w
+    polished = np.zeros(T)
+    polished[S] = x
+    if np.all(np.isfinite(x)) and x.min() >= 0 and polished @ M @ polished <= w @ M @ w:
+        return polished
     return w
 
 
 @register_aggregator("mgda")
-def mgda_weights(gram: Tensor, losses: Tensor | None = None, normalization: str = "none",
-                 max_iter: int = MAX_ITER) -> Tensor:
+def mgda_weights(gram: Tensor, losses: Tensor | None = None, normalization: str = "none") -> Tensor:
     """MGDA's weights float32[T] (summing to 1) from the Gram matrix ``G G^T``; ``losses``
     [T] only for the ``"loss"`` and ``"loss+"`` normalizations."""
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, got "
                          f"{normalization!r}")
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
-    n = _normalizers(M, losses, normalization)
-    return min_norm_weights(M / (n[:, None] * n[None, :]), max_iter).float()
+    if normalization in ("loss", "loss+") and losses is None:
+        raise ValueError(f"normalization '{normalization}' needs the task losses")
+    if normalization in ("loss", "loss+"):
+        M, L = fetch(gram, losses)
+    else:
+        (M,), L = fetch(gram), None
+    n = _normalizers(M, L, normalization)
+    return upload(min_norm_weights(M / (n[:, None] * n[None, :])), gram)
 
 
 @BALANCERS.register("mgda")
 class MGDA(GradientBalancer):
     """MGDA (see the module docstring). Options: ``normalization`` ("none", "l2", "loss",
-    "loss+"), ``max_iter`` (Frank-Wolfe iterations, for three tasks or more)."""
+    "loss+")."""
 
-    def __init__(self, tasks: Sequence[str], mode: str = "param", normalization: str = "none",
-                 max_iter: int = MAX_ITER) -> None:
+    def __init__(self, tasks: Sequence[str], mode: str = "param",
+                 normalization: str = "none") -> None:
         super().__init__(tasks, mode)
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"balancer.normalization must be one of "
                               f"{', '.join(NORMALIZATIONS)}, got {normalization!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ConfigError(f"balancer.max_iter must be a positive integer, got {max_iter!r}")
         self.normalization = normalization
-        self.max_iter = max_iter
 
     def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
-        return mgda_weights(gram, losses, self.normalization, self.max_iter)
+        return mgda_weights(gram, losses, self.normalization)
 
 
 @BALANCERS.register("mgda_ub")
 class MGDAUB(MGDA):
     """MGDA-UB: MGDA on the gradients of the shared features (default mode ``"feature"``)."""
 
-    def __init__(self, tasks: Sequence[str], mode: str = "feature", normalization: str = "none",
-                 max_iter: int = MAX_ITER) -> None:
-        super().__init__(tasks, mode, normalization, max_iter)
+    def __init__(self, tasks: Sequence[str], mode: str = "feature",
+                 normalization: str = "none") -> None:
+        super().__init__(tasks, mode, normalization)

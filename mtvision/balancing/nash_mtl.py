@@ -7,12 +7,15 @@ The bargaining solution's weights are the ``w > 0`` with::
 
 i.e. the minimiser of the strictly convex ``F(w) = w^T (G G^T) w / 2 - sum_i log w_i``. The
 paper solves a sequence of convex programs with cvxpy/ECOS on the CPU (at most 20, stopped
-early). Here instead, on the device: with ``w_i = u_i / ||g_i||`` the equation is the same on
+early). Here: with ``w_i = u_i / ||g_i||`` the equation is the same on
 the correlation matrix ``C`` (unit diagonal, which makes the solve independent of each task's
-gradient scale), and ``F`` is minimised from ``u = 1`` by a fixed ``iters`` (20) damped Newton
+gradient scale), and ``F`` is minimised from ``u = 1`` by at most ``iters`` (20) damped Newton
 steps (step ``1 / (1 + lambda)`` with the Newton decrement ``lambda``, the full step once
 ``lambda < 1/4``: F is self-concordant, so every iterate stays positive and the last ones
-converge quadratically); ``C`` gets a ``1e-8`` ridge so that ``w`` stays finite when no
+converge quadratically, so they stop once the Newton decrement is at rounding level); the
+steps run on the host in float64 NumPy after ONE device-to-host copy of the ``T x T`` matrix
+(``host.fetch``: the one sync of the solve; on the device they were ~90 kernel launches each);
+``C`` gets a ``1e-8`` ridge so that ``w`` stays finite when no
 solution exists (the gradients are Pareto-stationary: a non-negative combination is 0). A task
 whose gradient is 0 has no solution either and gets weight 0 (the others are solved without it).
 The scale is the paper's equation on the true Gram matrix (the authors' code normalises the
@@ -29,41 +32,45 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mtvision.balancing.functional import register_aggregator
 from mtvision.balancing.gradient import GradientBalancer
+from mtvision.balancing.host import fetch, upload
 from mtvision.registry import BALANCERS, ConfigError
 
 ITERS = 20
 RIDGE = 1e-8
 # A gradient with ||g_i||^2 below this fraction of the largest counts as 0.
 REL_ZERO = 1e-12
+# A Newton decrement below this: the iterate is converged to float64 rounding.
+CONVERGED = 1e-10
 
 
-def solve_nash(gram: Tensor, iters: int = ITERS) -> Tensor:
+def solve_nash(gram: np.ndarray, iters: int = ITERS) -> np.ndarray:
     """The float64 [T] solution of ``gram w = 1 / w`` (0 for a zero gradient) for a float64
     Gram matrix, by damped Newton on the correlation matrix (see the module docstring)."""
     T = gram.shape[0]
-    dev, dt = gram.device, gram.dtype
-    sq = gram.diagonal()
-    active = sq > REL_ZERO * sq.max().clamp_min(0)
-    norms = torch.where(active, sq.clamp_min(1e-300).sqrt(), torch.ones_like(sq))
-    eye = torch.eye(T, dtype=dt, device=dev)
+    sq = np.diagonal(gram)
+    active = sq > REL_ZERO * max(sq.max(), 0.0)
+    norms = np.where(active, np.sqrt(np.clip(sq, 1e-300, None)), 1.0)
+    eye = np.eye(T)
     both = active[:, None] & active[None, :]
     # A zero task's row and column become the identity's: it solves u^2 = 1 on its own.
-    C = torch.where(both, gram / (norms[:, None] * norms[None, :]), eye) + RIDGE * eye
-    u = torch.ones(T, dtype=dt, device=dev)
-    one = torch.ones((), dtype=dt, device=dev)
+    C = np.where(both, gram / (norms[:, None] * norms[None, :]), eye) + RIDGE * eye
+    u = np.ones(T)
     for _ in range(iters):
         grad = C @ u - 1 / u
-        hess = C + torch.diag(1 / (u * u))
-        step, _ = torch.linalg.solve_ex(hess, -grad)
-        decrement = (-(grad * step).sum()).clamp_min(0).sqrt()
-        t = torch.where(decrement < 0.25, one, 1 / (1 + decrement))
-        u = (u + t * step).clamp_min(1e-300)  # stays positive in exact arithmetic anyway
-    return torch.where(active, u / norms, torch.zeros_like(u))
+        hess = C + np.diag(1 / (u * u))
+        step = np.linalg.solve(hess, -grad)
+        decrement = math.sqrt(max(-(grad @ step), 0.0))
+        t = 1.0 if decrement < 0.25 else 1 / (1 + decrement)
+        u = np.clip(u + t * step, 1e-300, None)  # stays positive in exact arithmetic anyway
+        if decrement < CONVERGED:  # quadratic convergence: a further step is below rounding
+            break
+    return np.where(active, u / norms, 0.0)
 
 
 def clip_weights(w: Tensor, gram: Tensor, max_norm: float | None) -> Tensor:
@@ -82,9 +89,8 @@ def clip_weights(w: Tensor, gram: Tensor, max_norm: float | None) -> Tensor:
 def nash_mtl_weights(gram: Tensor, iters: int = ITERS, max_norm: float | None = None) -> Tensor:
     """Nash-MTL's weights float32[T] from the Gram matrix ``G G^T`` (``(G G^T) w = 1/w``),
     then clipped to ``max_norm``."""
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
-    return clip_weights(solve_nash(M, iters), M, max_norm).float()
+    (M,) = fetch(gram)
+    return clip_weights(upload(solve_nash(M, iters), gram), gram, max_norm)
 
 
 @BALANCERS.register("nash_mtl")
@@ -113,13 +119,12 @@ class NashMTL(GradientBalancer):
 
     def task_weights(self, gram: Tensor, losses: Tensor) -> Tensor:
         rows = self.task_rows(gram.shape[0])
-        M = gram.detach().to(torch.float64)
-        M = (M + M.T) / 2
-        w = solve_nash(M, self.iters).float()
+        (M,) = fetch(gram)
+        w = upload(solve_nash(M, self.iters), gram)
         if self.update_every > 1:
             # Branch-free (no host read of the counter): solved every step, kept when due.
             due = self.step % self.update_every == 0
             w = torch.where(due, w, self.gather(self.last_weights, rows))
         self.scatter(self.last_weights, rows, w)
         self.step.add_(1)
-        return clip_weights(w, M, self.max_norm)
+        return clip_weights(w, gram, self.max_norm)

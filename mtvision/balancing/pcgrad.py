@@ -12,6 +12,11 @@ Every ``g_i^PC`` stays a combination ``c_i^T G`` of the original rows and every 
 is ``c_i^T (G G^T) e_j``, so the method runs on the Gram matrix alone (the T problems batched,
 T - 1 sequential steps) and returns ``w = sum_i c_i``: the update is ``w^T G``, the paper's
 scale (a sum, not a mean). A zero ``g_j`` is never projected on.
+
+The steps stay on the device (no sync) as a short fixed chain: the visit of step k is a
+``T x T`` matrix ``W_k`` (``-1 / ||g_j||^2`` at ``(i, j)`` for the task j that task i visits,
+0 elsewhere, and 0 for a zero ``g_j``: nothing is projected on it), built once, so each step
+is ``C <- C + min(C M, 0) * W_k``: three launches, about 60 for the whole solve at T = 4.
 """
 
 from __future__ import annotations
@@ -46,21 +51,20 @@ def pcgrad_weights(gram: Tensor, generator: torch.Generator | None = None,
                    random_order: bool = True) -> Tensor:
     """PCGrad's weights float32[T] from the Gram matrix ``G G^T`` (``generator``: see
     ``conflict_order``; it must live on ``gram``'s device)."""
-    M = gram.detach().to(torch.float64)
-    M = (M + M.T) / 2
+    # In the Gram matrix's own precision (float32 from the kernel): T - 1 projections lose
+    # a few ulps, and it is symmetric up to rounding, so symmetrising it changes nothing.
+    M = gram.detach().to(torch.promote_types(gram.dtype, torch.float32))
     T = M.shape[0]
     if T == 1:
         return torch.ones(1, dtype=torch.float32, device=M.device)
     order = conflict_order(T, M.device, generator, random_order)
-    sq = M.diagonal()
+    neg_inv = M.diagonal().reciprocal().neg_().nan_to_num_(neginf=0.0)  # 0 for a zero g_j
+    visits = order.T[:, :, None] == torch.arange(T, device=M.device)  # [T-1, T, T]
+    W = visits * neg_inv
     C = torch.eye(T, dtype=M.dtype, device=M.device)  # row i: g_i^PC = C[i] @ G
-    zero = torch.zeros((), dtype=M.dtype, device=M.device)
-    for k in range(T - 1):
-        j = order[:, k:k + 1]                          # [T, 1]: task i's k-th other task
-        dots = (C @ M).gather(1, j)                    # g_i^PC . g_j
-        sq_j = sq.gather(0, j[:, 0])[:, None]          # ||g_j||^2
-        coef = torch.where((dots < 0) & (sq_j > 0), dots / sq_j.clamp_min(1e-300), zero)
-        C = C.scatter_add(1, j, -coef)
+    for W_k in W.unbind(0):
+        # (C M)[i, j] = g_i^PC . g_j, projected on g_j only when negative.
+        C = torch.addcmul(C, torch.mm(C, M).clamp_max_(0), W_k)
     return C.sum(0).float()
 
 

@@ -278,7 +278,9 @@ def _run_backbone(backbone: str, methods: list[str], modes: list[str], config: P
     # device, so neither loading nor the host-to-device copy is timed.
     base = slots[0]
     base.trainer = _build(base, config, data_root, batch_size, image_size, total_steps, device)
-    batch = move_batch(next(iter(base.trainer.train_loader)), device)
+    raw = next(iter(base.trainer.train_loader))
+    # As the trainer: the presence flags stay on the host (no device sync on them).
+    batch = {**move_batch(raw, device), "present": raw["present"]}
 
     def build(slot: _Slot) -> None:
         if slot.trainer is None:

@@ -27,6 +27,15 @@ import torch.distributed as dist
 from torch import Tensor
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
+# The collectives live in a leaf module the models and balancers use too; re-exported here.
+from mtvision.collectives import (  # noqa: F401
+    all_reduce_max_,
+    all_reduce_mean_,
+    all_reduce_sum_,
+    is_distributed,
+    world_size,
+)
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -52,16 +61,8 @@ def init_distributed(device_type: str) -> bool:
     return True
 
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
 
 
 def local_rank() -> int:
@@ -81,26 +82,6 @@ def restart_count() -> int:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
-
-
-def all_reduce_mean_(t: Tensor) -> Tensor:
-    """Average ``t`` over the ranks, in place."""
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(dist.get_world_size())
-    return t
-
-
-def all_reduce_sum_(t: Tensor) -> Tensor:
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
-
-
-def all_reduce_max_(t: Tensor) -> Tensor:
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t
 
 
 def average_gradients(params: Sequence[Tensor]) -> None:

@@ -368,6 +368,7 @@ class Trainer:
         self.balancer.reseed(self.cfg["train"]["seed"], self.iteration)
         # The tasks this step trains: those any micro-batch of any rank labels. Every
         # micro-batch and rank then hands the balancer the same tasks (same G rows).
+        # Host flags from the loader (the trainer never moves them): no device sync.
         local = {t for b in batches for t, p in b["present"].items()
                  if t in self.model.heads and bool(torch.as_tensor(p).any())}
         tasks = dist.global_presence(self.model.task_names, local, self.device)
@@ -381,9 +382,13 @@ class Trainer:
             # Values averaged over the ranks, gradients local: every rank weighs alike and
             # agrees on skipping a non-finite step.
             task_losses = dist.global_loss_values(task_losses)
-            bad = [t for t, v in task_losses.items() if not torch.isfinite(v)]
-            if penalty is not None and not torch.isfinite(penalty):
-                bad.append("sharing_penalty")
+            checked = {**task_losses, **({"sharing_penalty": penalty} if penalty is not None
+                                         else {})}
+            values = torch.stack([v.detach().float().reshape(()) for v in checked.values()])
+            # Sync (one per micro-batch): a non-finite loss must stop before the balancer's
+            # backward, whose state (loss histories, EMAs) it would poison.
+            bad = [] if bool(torch.isfinite(values).all()) else [
+                t for t, v in zip(checked, values.tolist(), strict=True) if not math.isfinite(v)]
             if bad:
                 self.optimizer.zero_grad(set_to_none=True)
                 self._nonfinite(f"non-finite loss in task(s) {', '.join(bad)}")
@@ -406,6 +411,7 @@ class Trainer:
         # optimizer, whose moment estimates it would poison for good.
         gnorm = torch.nn.utils.clip_grad_norm_(self.params,
                                                self.cfg["train"]["grad_clip"] or math.inf)
+        # Sync (one per step): a non-finite gradient must never reach the optimizer.
         if not torch.isfinite(gnorm):
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.update()
@@ -437,7 +443,9 @@ class Trainer:
         loss-based path that one runs through the DDP wrapper (its hooks do the averaging);
         every other forward calls the model itself, which DDP's hooks ignore.
         """
-        batch = move_batch(batch, self.device)
+        # The presence flags stay on the host: decisions on them (which tasks, which images)
+        # then cost no device sync; the heads copy them asynchronously where they mask.
+        batch = {**move_batch(batch, self.device), "present": batch["present"]}
         ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                else nullcontext())
         images = batch["images"].contiguous(memory_format=self.memory_format)
@@ -454,7 +462,7 @@ class Trainer:
                     # shared features and one backward through the backbone follows.
                     cut, head_feats = FeatureCut.of(feats, self.model.head_inputs())
                 outputs = self.model.forward_heads(head_feats, size)
-            comps = self.model.losses(outputs, batch["targets"], batch["present"])
+            comps = self.model.losses(outputs, batch["targets"], batch["present"], tasks)
         losses = {t: sum(c.float() for c in parts.values()) for t, parts in comps.items()}
         for t in tasks:
             if t not in losses:

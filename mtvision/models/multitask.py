@@ -116,10 +116,17 @@ class MultiTaskModel(nn.Module):
         return self.forward_heads(self.extract(images, tasks), image_size, tasks)
 
     def losses(self, outputs: dict[str, Any], targets: dict[str, Any],
-               present: dict[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-        """Per task, its named loss components; tasks no image of the batch labels are left out."""
-        tasks = [t for t in self.heads if t in outputs and t in present
-                 and bool(present[t].any())]
+               present: dict[str, Tensor], tasks: list[str] | None = None
+               ) -> dict[str, dict[str, Tensor]]:
+        """Per task, its named loss components: of ``tasks`` (every rank passes the same, so a
+        loss's collectives match; a task no image here labels then gives a zero loss), or by
+        default of the tasks some image of the batch labels (read from ``present``: on the
+        host, as the trainer keeps it, that costs no device sync)."""
+        if tasks is not None:
+            tasks = [t for t in self.heads if t in tasks and t in outputs and t in present]
+        else:
+            tasks = [t for t in self.heads if t in outputs and t in present
+                     and bool(present[t].any())]
         out = self._fused_dense(tasks, outputs, targets, present) if self.fuse_dense_losses else {}
         for task in tasks:
             if task not in out:

@@ -97,7 +97,8 @@ def test_grids_of_large_inputs_fit_cuda_limits(interpret, monkeypatch):
     grids["combine"] = combine_config(16)[1]
     # The task-gradient matrix: 16 tasks, 500 M shared parameters, an H100's 132 SMs.
     # (the module: ``kernels.gram`` the attribute is the function)
-    monkeypatch.setattr(importlib.import_module("mtvision.kernels.gram"), "_sm_count", lambda index: 132)
+    gram_module = importlib.import_module("mtvision.kernels.gram")
+    monkeypatch.setattr(gram_module, "_sm_count", lambda index: 132)
     T, P = 16, 500_000_000
     t_pad, block_p, programs, per_program = gram_config(T, P, torch.device("cuda", 0),
                                                         interpret=interpret)

@@ -85,10 +85,17 @@ class TaskHead(nn.Module, ABC):
         """Per-image predictions in the format documented above."""
 
 
+def presence_on(present: Tensor, device: torch.device) -> Tensor:
+    """The bool[B] flags on ``device``. The trainer keeps them on the host, where the decisions
+    on them (which tasks, which images) cost no device sync; the copy for a mask is
+    asynchronous."""
+    return torch.as_tensor(present).reshape(-1).to(device, non_blocking=True)
+
+
 def mask_absent(target: Tensor, present: Tensor, ignore_index: int) -> Tensor:
     """``target`` [B, ...] with the images not ``present`` set to ``ignore_index``: a loss
     over every image then equals the loss over the present ones, without gathering logits."""
-    keep = torch.as_tensor(present, device=target.device).reshape(-1, *([1] * (target.dim() - 1)))
+    keep = presence_on(present, target.device).reshape(-1, *([1] * (target.dim() - 1)))
     return torch.where(keep, target, torch.full_like(target, ignore_index))
 
 

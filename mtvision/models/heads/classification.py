@@ -62,7 +62,9 @@ class LinearClsHead(TaskHead):
 
     def loss(self, outputs: Tensor, targets: Tensor, present: Tensor) -> dict[str, Tensor]:
         """Mean softmax CE (``ce``) or mean per-class BCE (``bce``) over present images."""
-        sel = torch.as_tensor(present, device=outputs.device).reshape(-1).nonzero().reshape(-1)
+        # nonzero() of the host flags (no device sync), the index copied asynchronously.
+        sel = torch.as_tensor(present).reshape(-1).nonzero().reshape(-1)
+        sel = sel.to(outputs.device, non_blocking=True)
         logits = outputs[sel].float()
         target = targets.to(outputs.device)[sel]
         if self.multi_label:

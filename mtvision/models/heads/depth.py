@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from mtvision.models.heads.base import (
     FeatureInfo,
     TaskHead,
+    presence_on,
 )
 from mtvision.models.heads.decoder import FPNDecoder
 from mtvision.registry import HEADS, ConfigError
@@ -41,7 +42,7 @@ _MIN_DEPTH = 1e-6
 
 def valid_depth(target: Tensor, present: Tensor) -> Tensor:
     """bool[B, H, W]: pixels with a finite depth > 0 in the images that are ``present``."""
-    keep = torch.as_tensor(present, device=target.device).reshape(-1, 1, 1).bool()
+    keep = presence_on(present, target.device).reshape(-1, 1, 1).bool()
     return (target > 0) & torch.isfinite(target) & keep
 
 

@@ -25,6 +25,7 @@ from torchvision.ops import (
     generalized_box_iou_loss,
 )
 
+from mtvision.collectives import all_reduce_mean_
 from mtvision.kernels import sigmoid_focal_loss
 from mtvision.models.heads.base import (
     FeatureInfo,
@@ -240,10 +241,13 @@ class FCOSHead(TaskHead):
             inside = torch.stack([x - sx0, y - sy0, sx1 - x, sy1 - y], 2).min(2).values > 0
         else:
             inside = ltrb.min(2).values > 0
-        ranges = torch.tensor(self.size_ranges, device=device, dtype=torch.float32)
-        ranges = ranges.repeat_interleave(torch.as_tensor(list(level_sizes), device=device), 0)
+        # Each location's size range, filled on the device from Python numbers (a tensor built
+        # from the list, or repeat counts on the device, would wait for a copy or a read).
+        lo, hi = (torch.cat([torch.full((n_l,), r[k], device=device)
+                             for r, n_l in zip(self.size_ranges, level_sizes, strict=True)])
+                  for k in (0, 1))
         max_reg = ltrb.max(2).values
-        in_range = (max_reg >= ranges[:, 0, None]) & (max_reg <= ranges[:, 1, None])
+        in_range = (max_reg >= lo[:, None]) & (max_reg <= hi[:, None])
         area = ((x1 - x0) * (y1 - y0))[None].expand(n, -1)
         area = area.masked_fill(~(inside & in_range), math.inf)
         min_area, match = area.min(1)  # ambiguous locations take the smallest box
@@ -260,8 +264,11 @@ class FCOSHead(TaskHead):
         """FCOS loss over the images with ``present`` True (see the class docstring)."""
         # The focal kernel reads low-precision logits itself; the rest is computed in float32.
         cls, box, ctr = outputs["cls"], outputs["box"].float(), outputs["ctr"].float()
-        idx = [int(i) for i in torch.as_tensor(present).reshape(-1).nonzero().reshape(-1)]
+        # The flags are on the host (see heads.base.presence_on): no device sync here.
+        idx = torch.as_tensor(present).reshape(-1).nonzero().reshape(-1).tolist()
         if not idx:
+            # The collective below still runs: every rank calls it once per loss.
+            all_reduce_mean_(torch.zeros(2, device=box.device))
             zero = (cls.sum() + box.sum() + ctr.sum()) * 0.0
             return {"cls": zero, "box": zero, "ctr": zero}
         points, strides = outputs["points"], outputs["strides"]
@@ -274,26 +281,31 @@ class FCOSHead(TaskHead):
         cls_t = torch.stack([a[0] for a in assigned])  # [P, N]
         reg_t = torch.stack([a[1] for a in assigned])  # [P, N, 4]
         ctr_t = torch.stack([a[2] for a in assigned])  # [P, N]
-        sel = torch.as_tensor(idx, device=cls.device)
-        cls, box, ctr = cls[sel], box[sel], ctr[sel]
+        if len(idx) < cls.shape[0]:
+            sel = torch.as_tensor(idx).to(cls.device, non_blocking=True)
+            cls, box, ctr = cls[sel], box[sel], ctr[sel]
 
         pos = cls_t != self.num_classes
-        num_pos = max(int(pos.sum()), 1)
+        # As FCOS: the positives and the centerness-target sum averaged over the ranks (one
+        # collective), the count clamped at 1; device tensors, so no host sync.
+        norms = all_reduce_mean_(torch.stack([pos.sum().float(), ctr_t.sum()]))
+        num_pos = norms[0].clamp_min(1.0)
         cls_logits = cls if cls.dtype in (torch.float16, torch.bfloat16) else cls.float()
         onehot = F.one_hot(cls_t, self.num_classes + 1)[..., : self.num_classes]
         onehot = onehot.to(cls_logits.dtype)
         loss_cls = sigmoid_focal_loss(cls_logits, onehot, alpha=0.25, gamma=2.0, reduction="sum",
                                       backend=self.loss_backend) / num_pos
 
-        pts = points[None].expand(len(idx), -1, -1)[pos]
-        pred_boxes = decode_ltrb(pts, box[pos])
-        tgt_boxes = decode_ltrb(pts, reg_t[pos])
-        weight = ctr_t[pos]
+        # Every location, weighted: the centerness target is 0 off the positives (no boolean
+        # indexing, whose size the host would have to read). Predicted boxes always have a
+        # positive size and a negative's target is a point, so GIoU stays finite there.
+        pts = points[None].expand(len(idx), -1, -1)
+        pred_boxes = decode_ltrb(pts, box)
+        tgt_boxes = decode_ltrb(pts, reg_t)
         giou = generalized_box_iou_loss(pred_boxes, tgt_boxes, reduction="none")
-        loss_box = (giou * weight).sum() / weight.sum().clamp_min(1e-6)
-        loss_ctr = (
-            F.binary_cross_entropy_with_logits(ctr[pos], weight, reduction="sum") / num_pos
-        )
+        loss_box = (giou * ctr_t).sum() / norms[1].clamp_min(1e-6)
+        bce = F.binary_cross_entropy_with_logits(ctr, ctr_t, reduction="none")
+        loss_ctr = (bce * pos).sum() / num_pos
         return {"cls": loss_cls, "box": loss_box, "ctr": loss_ctr}
 
     # ------------------------------------------------------------------ inference

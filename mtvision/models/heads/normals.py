@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mtvision.models.heads.base import FeatureInfo, TaskHead
+from mtvision.models.heads.base import FeatureInfo, TaskHead, presence_on
 from mtvision.models.heads.decoder import FPNDecoder
 from mtvision.registry import HEADS
 
@@ -23,7 +23,7 @@ from mtvision.registry import HEADS
 def valid_normals(target: Tensor, present: Tensor) -> Tensor:
     """bool[B, H, W]: pixels whose target float[B, 3, H, W] is a finite non-zero vector, in the
     images that are ``present``."""
-    keep = torch.as_tensor(present, device=target.device).reshape(-1, 1, 1).bool()
+    keep = presence_on(present, target.device).reshape(-1, 1, 1).bool()
     return (target != 0).any(1) & torch.isfinite(target).all(1) & keep
 
 

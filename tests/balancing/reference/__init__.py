@@ -1,0 +1,1 @@
+"""The gradient methods' solvers before issue 15 (test-only references)."""
