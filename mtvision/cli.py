@@ -9,7 +9,7 @@ from collections.abc import Callable
 def known_errors() -> tuple[type[BaseException], ...]:
     from mtvision.data.io import DataError
     from mtvision.engine.checkpoint import CheckpointError
-    from mtvision.engine.trainer import TrainingError
+    from mtvision.engine.checks import TrainingError
     from mtvision.export.wrapper import ExportError
     from mtvision.inference import InferenceError
     from mtvision.registry import ConfigError

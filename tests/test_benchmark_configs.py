@@ -12,7 +12,7 @@ import pytest
 
 from mtvision.config import load_config
 from mtvision.data.build import build_dataset, dataset_classes
-from mtvision.engine.trainer import check_heads_match
+from mtvision.engine.checks import check_heads_match
 from tests.data.formats.dense_mt_layouts import make_nyud_mt, make_pascal_mt
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs" / "benchmarks").glob("*.yaml"))

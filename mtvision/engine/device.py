@@ -4,7 +4,9 @@ autocast dtype. The same code runs on the CPU and on CUDA."""
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import torch
 
 from mtvision.registry import ConfigError
@@ -71,3 +73,13 @@ def tune_cudnn(device: torch.device, deterministic: bool) -> bool:
     Returns whether benchmarking is on."""
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
     return torch.backends.cudnn.benchmark
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch; ``deterministic``: torch's deterministic algorithms
+    (warning where an op has none)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)

@@ -351,3 +351,11 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
         add_delta_m(results, base, exclude, f"baselines {baselines}")
     write_json_atomic(results, out_path)
     return results
+
+
+def headline_score(results: dict[str, dict[str, Any]], key: str,
+                   aux_tasks: list[str] | tuple[str, ...] = ()) -> float:
+    """``summary_score`` of ``results`` without the auxiliary tasks (best checkpoint choice);
+    NaN when no main task has results."""
+    main = {t: m for t, m in results.items() if t not in aux_tasks}
+    return summary_score(main, key) if main else float("nan")

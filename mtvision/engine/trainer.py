@@ -1,18 +1,19 @@
-"""The training loop: optimizer, warm-up + cosine schedule, AMP, clipping, balancing,
-logging, periodic evaluation and atomic, resumable checkpoints."""
+"""The training loop: one step (forward, per-task losses, balanced backward, gradient
+synchronisation, clipping, optimizer and EMA), periodic evaluation, logging and atomic,
+resumable checkpoints. Its parts live beside it: the optimizer and schedule (``optim``), the
+start-up checks (``checks``), devices, AMP and seeding (``device``), DDP and the collectives
+(``distributed``), checkpoints (``checkpoint``), EMA (``ema``), ``torch.compile``
+(``compile``)."""
 
 from __future__ import annotations
 
 import math
-import random
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -37,114 +38,22 @@ from mtvision.engine.checkpoint import (
     rng_state,
     save_checkpoint,
 )
+from mtvision.engine.checks import (
+    TrainingError,
+    check_best_metric,
+    check_heads_match,
+    check_sharing_balancer,
+    check_tasks_overlap,
+    check_writable,
+)
 from mtvision.engine.compile import compile_backend, compile_model
-from mtvision.engine.device import amp_dtype, resolve_device, tune_cudnn
+from mtvision.engine.device import amp_dtype, resolve_device, seed_everything, tune_cudnn
 from mtvision.engine.ema import build_ema, swapped_weights
-from mtvision.engine.evaluator import evaluate, format_table, summary_score
+from mtvision.engine.evaluator import evaluate, format_table, headline_score
 from mtvision.engine.logger import RunLogger, plot_task_interference, plot_training_curves
+from mtvision.engine.optim import build_optimizer, lr_factor
 from mtvision.models import MultiTaskModel, build_model
 from mtvision.registry import ConfigError
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. repeated non-finite losses); the message says why."""
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def build_optimizer(model: nn.Module, cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on norms, biases and the parameters the model's
-    ``no_weight_decay()`` names (e.g. cross-stitch units); ``backbone_lr_mult`` for the
-    backbone (every copy of it with per-task backbones)."""
-    no_wd: set[str] = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        key = (name.startswith("backbone."), p.ndim <= 1 or name in no_wd)
-        groups.setdefault(key, []).append(p)
-    param_groups = [
-        {"params": ps, "lr": cfg["lr"] * (cfg["backbone_lr_mult"] if bb else 1.0),
-         "weight_decay": 0.0 if no_decay else cfg["weight_decay"]}
-        for (bb, no_decay), ps in sorted(groups.items())
-    ]
-    if cfg["name"] == "adamw":
-        return torch.optim.AdamW(param_groups, lr=cfg["lr"], betas=tuple(cfg["betas"]))
-    return torch.optim.SGD(param_groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True)
-
-
-def lr_factor(it: int, total: int, cfg: dict[str, Any]) -> float:
-    """Linear warm-up from ``warmup_factor`` to 1, then cosine decay to ``min_lr_ratio``."""
-    warm = min(cfg["warmup_iters"], max(total - 1, 0))
-    if it < warm:
-        a = it / max(warm, 1)
-        return cfg["warmup_factor"] * (1 - a) + a
-    if cfg["name"] == "constant":
-        return 1.0
-    progress = (it - warm) / max(total - warm, 1)
-    m = cfg["min_lr_ratio"]
-    return m + (1 - m) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def check_heads_match(cfg: dict[str, Any], classes: dict[str, list[str]]) -> None:
-    """A head's ``num_classes`` must equal the number of classes the dataset defines."""
-    for task, head in cfg["model"]["heads"].items():
-        names = classes.get(task)
-        n = head.get("num_classes")
-        if names and n is not None and n != len(names):
-            raise ConfigError(f"model.heads.{task}.num_classes is {n} but the dataset at "
-                              f"'{cfg['data']['root']}' has {len(names)} {task} classes {names}")
-
-
-def check_tasks_overlap(cfg: dict[str, Any], train_set: Any) -> None:
-    tasks = set(getattr(train_set, "tasks", cfg["model"]["heads"]))
-    if not tasks & set(cfg["model"]["heads"]):
-        raise ConfigError(f"the model's tasks {sorted(cfg['model']['heads'])} are none of the "
-                          f"tasks the training data labels {sorted(tasks)}")
-
-
-def check_best_metric(cfg: dict[str, Any]) -> None:
-    key = cfg["train"]["best_metric"]
-    if key == "mean":
-        return
-    task, _, metric = key.partition(".")
-    if task not in cfg["model"]["heads"] or not metric:
-        raise ConfigError(f"train.best_metric '{key}' must be 'mean' or 'task.metric' with a "
-                          f"task of the model ({', '.join(cfg['model']['heads'])}), "
-                          "e.g. 'seg.mIoU'")
-    if task in (cfg["model"].get("aux_tasks") or ()):
-        raise ConfigError(f"train.best_metric '{key}' names an auxiliary task "
-                          f"(model.aux_tasks: {', '.join(cfg['model']['aux_tasks'])}); "
-                          "pick a main task or 'mean'")
-
-
-def check_sharing_balancer(cfg: dict[str, Any], model: MultiTaskModel, requires: str) -> None:
-    """The balancer's mode must find what it differentiates: shared parameters (``param``)
-    or shared features (``feature``) in the model's sharing architecture."""
-    sharing, balancer = model.sharing.name, cfg["balancer"]["name"]
-    if requires == "feature" and not model.sharing.shared_features:
-        raise ConfigError(f"balancer.mode 'feature' ({balancer}) needs features shared by the "
-                          f"tasks; model.sharing '{sharing}' has one backbone per task: use "
-                          "balancer.mode=param, or model.sharing hard or mtan")
-    if requires == "param" and not model.shared_parameters():
-        alt = ", or balancer.mode=feature" if model.sharing.shared_features else ""
-        raise ConfigError(f"balancer '{balancer}' (balancer.mode 'param') needs trainable "
-                          f"parameters shared by the tasks and model.sharing '{sharing}' has "
-                          f"none: use a loss-based balancer such as balancer.name=fixed{alt}")
-
-
-def headline_score(results: dict[str, dict[str, Any]], key: str,
-                   aux_tasks: list[str] | tuple[str, ...] = ()) -> float:
-    """``summary_score`` of ``results`` without the auxiliary tasks (best checkpoint choice);
-    NaN when no main task has results."""
-    main = {t: m for t, m in results.items() if t not in aux_tasks}
-    return summary_score(main, key) if main else float("nan")
 
 
 def _tensors(x: Any) -> list[Tensor]:
@@ -156,17 +65,6 @@ def _tensors(x: Any) -> list[Tensor]:
     if isinstance(x, (list, tuple)):
         return [t for v in x for t in _tensors(v)]
     return []
-
-
-def check_writable(folder: Path) -> None:
-    """Fail at start, not at the first checkpoint, when ``folder`` cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test."):
-            pass
-    except OSError as e:
-        raise TrainingError(f"cannot write to the work dir {folder}: "
-                            f"{e.strerror or e}") from None
 
 
 class Trainer:

@@ -10,7 +10,8 @@ import pytest
 
 import mtvision.engine.trainer as trainer_mod
 from mtvision.config import load_config
-from mtvision.engine.trainer import Trainer, headline_score
+from mtvision.engine.evaluator import headline_score
+from mtvision.engine.trainer import Trainer
 from mtvision.registry import ConfigError
 
 RESULTS = {"det": {"mAP": 0.4, "mAP50": 0.7}, "seg": {"mIoU": 0.6, "pixel_acc": 0.9},

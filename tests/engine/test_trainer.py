@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from mtvision.engine.trainer import Trainer, lr_factor
+from mtvision.engine.optim import lr_factor
+from mtvision.engine.trainer import Trainer
 
 
 def test_lr_schedule_warmup_then_cosine():

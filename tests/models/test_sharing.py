@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from mtvision.config import load_config
-from mtvision.engine.trainer import Trainer, build_optimizer
+from mtvision.engine.optim import build_optimizer
+from mtvision.engine.trainer import Trainer
 from mtvision.models import build_model
 from mtvision.models.heads.base import FeatureInfo
 from mtvision.models.sharing import CrossStitchUnit, SharingParts, SoftSharing
