@@ -153,7 +153,7 @@ class _DenseModel(torch.nn.Module):
         self.outputs = outputs
 
     def forward(self, images: torch.Tensor, tasks=None) -> dict:
-        return {t: o.clone() for t, o in self.outputs.items()}
+        return {t: o.to(images.device) for t, o in self.outputs.items()}
 
     def postprocess(self, outputs: dict, image_size) -> dict:
         return {"seg": list(outputs["seg"].argmax(1)), "depth": list(outputs["depth"][:, 0]),
@@ -181,7 +181,8 @@ def _dense_dataset(raw):
     return _One()
 
 
-def test_dense_tasks_scored_at_the_original_size():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_dense_tasks_scored_at_the_original_size(device):
     from mtvision.data.collate import collate
     from mtvision.data.sample import RawSample
     from mtvision.engine.evaluator import evaluate
@@ -207,7 +208,7 @@ def test_dense_tasks_scored_at_the_original_size():
         loader = torch.utils.data.DataLoader(_dense_dataset(raw), batch_size=1,
                                              collate_fn=collate)
         return evaluate(_DenseModel(out), loader, model_cfg, {"seg": ["a", "b", "c"]},
-                        {"dense_protocol": protocol}, torch.device("cpu"), progress=False)
+                        {"dense_protocol": protocol}, torch.device(device), progress=False)
 
     res = run("original")
     # The reference: halving a 2x upscale bilinearly (half-pixel centres) is the mean of each
