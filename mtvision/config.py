@@ -172,6 +172,13 @@ SCHEMA: dict[str, Any] = {
         "edge_nms": Field(BOOL, True),
         # Processes scoring edge images at once (null: the CPU count).
         "workers": Field(INT, None, nullable=True, minimum=1),
+        # Seg, parts, depth and normals: original = predictions un-letterboxed and resized
+        # (bilinear; seg logits before the arg-max) to each image's size and scored against
+        # the labels as read, as mmseg does (tools/eval.py); fast = scored at the input size
+        # against the letterboxed labels (the periodic evaluations unless train_dense_protocol
+        # says otherwise).
+        "dense_protocol": Field(STR, "original", choices=("original", "fast")),
+        "train_dense_protocol": Field(STR, "fast", choices=("original", "fast")),
         "max_images": Field(INT, None, nullable=True),
         # Saliency: maxF / mIoU over this many thresholds k / (n + 1), F-beta with this beta^2.
         "sal_thresholds": Field(INT, 19, minimum=1),

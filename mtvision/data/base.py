@@ -7,7 +7,9 @@ returning a ``RawSample``. Everything after that is here, so all formats give th
     {"image": uint8[3, H, W] (normalize_images on the device), "image_id": int, "file_name": str,
      "orig_size": (h, w), "targets": {task: target}}
 
-plus ``"edge_gts"``: the annotators' full-resolution boundary maps, where the format has several
+plus ``"edge_gts"``: the annotators' full-resolution boundary maps, where the format has several,
+and ``"orig_targets"`` (only when ``original_targets`` is set): the dense labels before the
+letterbox, for scoring at the original size,
 
 with only the tasks labelled for that image in ``targets`` (formats in
 ``mtvision.models.heads.base``; depth float[H, W] with 0 = invalid, normals float[3, H, W]).
@@ -58,6 +60,9 @@ class ReaderDataset(Dataset, ABC):
     """
 
     replace_invalid = True
+    # Whether samples also carry "orig_targets" (want_original_targets): the seg, parts, depth
+    # and normals labels at the original resolution, for scoring there.
+    original_targets = False
 
     def __init__(self, root: str | Path, split: str, transforms: TransformFn | None = None,
                  skip_invalid: bool = False, tasks: Sequence[str] | None = None,
@@ -286,7 +291,24 @@ class ReaderDataset(Dataset, ABC):
                   "orig_size": (h, w), "targets": targets}
         if "edge" in want and raw.edge_annotators is not None:
             sample["edge_gts"] = raw.edge_annotators
+        if self.original_targets:
+            sample["orig_targets"] = self._original_targets(raw, want)
         return sample
+
+    @staticmethod
+    def _original_targets(raw: RawSample, want: set[str]) -> dict[str, torch.Tensor]:
+        """The dense labels as read, before the letterbox: seg / parts long[H, W], depth
+        float[H, W], normals float[3, H, W] (the layouts of the letterboxed targets)."""
+        out: dict[str, torch.Tensor] = {}
+        for task in ("seg", "parts"):
+            if task in want and getattr(raw, task) is not None:
+                out[task] = torch.from_numpy(getattr(raw, task).astype(np.int64))
+        if "depth" in want and raw.depth is not None:
+            out["depth"] = torch.from_numpy(np.asarray(raw.depth, np.float32).copy())
+        if "normals" in want and raw.normals is not None:
+            out["normals"] = torch.from_numpy(np.ascontiguousarray(
+                np.asarray(raw.normals, np.float32).transpose(2, 0, 1)))
+        return out
 
     def _default(self, h: int, w: int) -> TransformFn:
         if (h, w) not in self._default_transforms:

@@ -136,6 +136,17 @@ def build_dataset(data_cfg: dict[str, Any], split: str | None, train: bool) -> D
     return MixedDataset(parts, names, use_ratios if train else None)
 
 
+def want_original_targets(ds: Any) -> None:
+    """Have ``ds`` (or each reader of a mixture) add ``"orig_targets"`` to its samples: the
+    dense labels at the original resolution, for the evaluation at the original size. Set
+    before the loader's workers start (they hold copies of the dataset)."""
+    from mtvision.data.base import ReaderDataset
+
+    for d in ds.datasets if isinstance(ds, MixedDataset) else [ds]:
+        if isinstance(d, ReaderDataset):
+            d.original_targets = True
+
+
 def dataset_classes(ds: Any) -> dict[str, list[str]]:
     """Class names per task, as stored in checkpoints."""
     return {"det": list(ds.det_classes), "seg": list(ds.seg_classes),

@@ -75,7 +75,9 @@ def collate(samples: list[dict[str, Any] | None],
     without it get an empty det target, seg/edge/parts/sal maps full of 255, or cls -1 (multi-label:
     zeros), depth and normals zeros (invalid), and ``present`` False. Target formats:
     ``mtvision.models.heads.base``. ``"edge_gts"`` lists each sample's full-resolution annotator
-    boundary maps (``None`` where it has none), for the edge benchmark protocol.
+    boundary maps (``None`` where it has none), for the edge benchmark protocol;
+    ``"orig_targets"`` each sample's dense labels at the original size (``None`` unless the
+    dataset was asked for them: ``want_original_targets``).
 
     ``None`` samples (left out by an evaluation dataset with ``skip_invalid``) are dropped; a
     batch of nothing but them is ``None``. With ``num_classes`` (the model's classes per task)
@@ -115,4 +117,5 @@ def collate(samples: list[dict[str, Any] | None],
         "targets": targets,
         "present": present,
         "edge_gts": [s.get("edge_gts") for s in samples],
+        "orig_targets": [s.get("orig_targets") for s in samples],
     }

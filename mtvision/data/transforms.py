@@ -217,6 +217,19 @@ def unletterbox(x: np.ndarray, orig_hw: tuple[int, int], size: tuple[int, int] |
 
 
 @functools.lru_cache(maxsize=16)
+def unletterbox_maps(x: torch.Tensor, orig_hw: tuple[int, int], size: tuple[int, int] | int
+                     ) -> torch.Tensor:
+    """``unletterbox`` for maps ``[C, H, W]`` in torch (on their device): the letterbox's
+    image area, resized bilinearly (half-pixel centres, as ``cv2.INTER_LINEAR``) to
+    ``orig_hw``; float[C, h, w]."""
+    _, (new_h, new_w), (pad_left, pad_top) = letterbox_params(orig_hw, _as_hw(size))
+    crop = x[..., pad_top:pad_top + new_h, pad_left:pad_left + new_w].float()
+    if tuple(crop.shape[-2:]) == tuple(orig_hw):
+        return crop
+    return torch.nn.functional.interpolate(crop[None], size=tuple(orig_hw), mode="bilinear",
+                                           align_corners=False)[0]
+
+
 def _letterbox_compose(size: tuple[int, int]) -> A.Compose:
     return A.Compose(_letterbox_ops(size))
 

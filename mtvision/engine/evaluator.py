@@ -68,9 +68,20 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
 
     Only tasks the dataset labels are scored; fractions are in [0, 1]. With ``det_out`` every
     image's detections are appended to it as ``(image_id, {"boxes", "scores", "labels"})`` in
-    the original image's pixels (for the COCO results file).
+    the original image's pixels (for the COCO results file). On a COCO-format dataset
+    (:func:`coco_dataset`) the box scores are COCO's own (:func:`coco_benchmark`: original
+    pixels, the annotation file's areas and crowd regions), also under ``det.coco``.
     """
     metrics = build_metrics(model, model_cfg, classes, eval_cfg)
+    dense = ([t for t in metrics if t in ORIGINAL_SIZE_TASKS]
+             if eval_cfg.get("dense_protocol", "original") == "original" else [])
+    if dense:
+        from mtvision.data.build import want_original_targets
+
+        want_original_targets(loader.dataset)
+    coco_ds = coco_dataset(loader.dataset) if "det" in metrics else None
+    if coco_ds is not None and det_out is None:
+        det_out = []
     if "edge" in metrics:  # the exact edge scoring is the slow part: show its progress
         metrics["edge"].progress = progress
     seen: set[str] = set()
@@ -84,13 +95,21 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
             if batch is None:  # every sample of the batch was invalid and skipped
                 continue
             images = normalize_images(batch["images"].to(device, non_blocking=True))
-            preds = _to_cpu(model.predict(images))
+            input_hw = tuple(images.shape[-2:])
+            outputs = model(images) if dense else None  # the seg logits are needed too
+            preds = _to_cpu(model.predict(images) if outputs is None
+                            else model.postprocess(outputs, input_hw))
             for task, metric in metrics.items():
                 if task == "edge":
-                    if _update_edge(metric, preds[task], batch, tuple(images.shape[-2:])):
+                    if _update_edge(metric, preds[task], batch, input_hw):
                         seen.add(task)
                 elif task in batch["targets"] and bool(batch["present"][task].any()):
-                    metric.update(preds[task], batch["targets"][task], batch["present"][task])
+                    if task in dense:
+                        _update_original_size(metric, task, outputs[task], preds[task], batch,
+                                              input_hw)
+                    else:
+                        metric.update(preds[task], batch["targets"][task],
+                                      batch["present"][task])
                     seen.add(task)
             if det_out is not None and "det" in preds:
                 det_out.extend(_det_in_original_pixels(preds["det"], batch,
@@ -101,12 +120,38 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     finally:
         model.train(was_training)
     if is_distributed():
-        return _merge_ranks(metrics, seen, det_out)
-    return {task: metrics[task].compute() for task in metrics if task in seen}
+        return _merge_ranks(metrics, seen, det_out, coco_ds)
+    return _scores(metrics, seen, det_out, coco_ds)
+
+
+def coco_dataset(ds: Any) -> Any | None:
+    """``ds`` when it is a COCO-format dataset (its ``ann_file`` and ``cat_ids``), else None."""
+    return ds if hasattr(ds, "cat_ids") and hasattr(ds, "ann_file") else None
+
+
+def _scores(metrics: dict[str, Any], seen: set[str],
+            det_out: list[tuple[int, dict[str, Any]]] | None,
+            coco_ds: Any | None) -> dict[str, dict[str, Any]]:
+    """Each seen task's scores; on a COCO-format dataset the box AP is the benchmark's."""
+    scores = {task: metrics[task].compute() for task in metrics if task in seen}
+    if coco_ds is not None and det_out and "det" in scores:
+        # The in-memory metric's areas are letterboxed box areas and its crowds boxes: the
+        # headline (and so best.pt) follows COCO's own areas and crowd regions instead.
+        box = coco_benchmark(coco_ds, det_out)
+        scores["det"].update({name: box[stat] for name, stat in COCO_HEADLINE.items()})
+        scores["det"]["per_class"] = box["per_class"]
+        scores["det"]["coco"] = box
+    return scores
+
+
+# DetectionMetric's names of COCOeval's stats.
+COCO_HEADLINE = {"mAP": "AP", "mAP50": "AP50", "mAP75": "AP75", "mAP_small": "APs",
+                 "mAP_medium": "APm", "mAP_large": "APl"}
 
 
 def _merge_ranks(metrics: dict[str, Any], seen: set[str],
-                 det_out: list[tuple[int, dict[str, Any]]] | None) -> dict[str, dict[str, Any]]:
+                 det_out: list[tuple[int, dict[str, Any]]] | None,
+                 coco_ds: Any | None = None) -> dict[str, dict[str, Any]]:
     """Scores of the whole dataset from the ranks' shares (torchrun).
 
     Each rank's accumulated statistics (per-batch confusion matrices, per-image detections
@@ -126,7 +171,7 @@ def _merge_ranks(metrics: dict[str, Any], seen: set[str],
         if det_out is not None:
             det_out[:] = sorted((d for _, _, dets in gathered for d in dets),
                                 key=lambda item: item[0])
-        scores = {task: metrics[task].compute() for task in metrics if task in seen}
+        scores = _scores(metrics, seen, det_out, coco_ds)
     return broadcast_from_main(scores)
 
 
@@ -156,6 +201,43 @@ def _update_edge(metric: Any, preds: list, batch: dict[str, Any],
     return any(full) or any(rest)
 
 
+# Dense tasks that eval.dense_protocol "original" scores at each image's own size.
+ORIGINAL_SIZE_TASKS = ("seg", "parts", "depth", "normals")
+
+
+def _update_original_size(metric: Any, task: str, outputs: Any, preds: list,
+                          batch: dict[str, Any], input_hw: tuple[int, int]) -> None:
+    """Score a batch's ``task`` at each image's original size, as mmseg does: the prediction's
+    letterboxed image area resized bilinearly to the original size (seg / parts: the logits,
+    then the arg-max; normals renormalised) against the labels as read (``orig_targets``).
+    Images without original labels are scored at the input size."""
+    import torch.nn.functional as F
+
+    from mtvision.data.transforms import unletterbox_maps
+
+    n = len(preds)
+    origs = batch.get("orig_targets") or [None] * n
+    present = batch["present"][task].tolist()
+    full = [bool(p) and o is not None and task in o
+            for p, o in zip(present, origs, strict=True)]
+    for i in (i for i in range(n) if full[i]):
+        size = tuple(batch["orig_sizes"][i])
+        if task in ("seg", "parts"):
+            logits = outputs[i].float()
+            if tuple(logits.shape[-2:]) != input_hw:
+                logits = F.interpolate(logits[None], size=input_hw, mode="bilinear",
+                                       align_corners=False)[0]
+            pred = unletterbox_maps(logits, size, input_hw).argmax(0).cpu()
+        elif task == "normals":
+            pred = F.normalize(unletterbox_maps(preds[i], size, input_hw), dim=0)
+        else:  # depth
+            pred = unletterbox_maps(preds[i][None], size, input_hw)[0]
+        metric.update([pred], origs[i][task][None])
+    rest = [bool(p) and not f for p, f in zip(present, full, strict=True)]
+    if any(rest):
+        metric.update(preds, batch["targets"][task], rest)
+
+
 def _det_in_original_pixels(dets: list[dict[str, Any]], batch: dict[str, Any],
                             input_hw: tuple[int, int]) -> list[tuple[int, dict[str, Any]]]:
     """Undo the letterbox on each image's boxes: ``x = (x' - pad) / scale``, clipped."""
@@ -175,22 +257,26 @@ def _det_in_original_pixels(dets: list[dict[str, Any]], batch: dict[str, Any],
 
 
 def coco_benchmark(ds: Any, dets: list[tuple[int, dict[str, Any]]],
-                   results_file: str | os.PathLike[str]) -> dict[str, Any]:
-    """Write ``dets`` in the COCO results format (category ids of ``ds``) and score them with
-    pycocotools against the dataset's own annotation file, restricted to the images seen
-    (crowds, areas and ids exactly as published)."""
+                   results_file: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """``dets`` (original pixels) in the COCO results format (category ids of ``ds``), written
+    to ``results_file`` when given, scored with pycocotools against the dataset's own
+    annotation file restricted to the images seen (crowds, areas and ids as published)."""
     import json
 
     from mtvision.data.io import write_json_atomic
     from mtvision.metrics.detection import coco_evaluate, coco_results
 
     results = coco_results([d for _, d in dets], [i for i, _ in dets], list(ds.cat_ids))
-    write_json_atomic(results, results_file)
+    if results_file is not None:
+        write_json_atomic(results, results_file)
     with open(ds.ann_file, encoding="utf-8") as f:
         gt = json.load(f)
-    seen = {i for i, _ in dets}
+    # Restricted to the images seen and the categories the dataset keeps (option classes).
+    seen, kept = {i for i, _ in dets}, set(ds.cat_ids)
     gt["images"] = [im for im in gt["images"] if im["id"] in seen]
-    gt["annotations"] = [a for a in gt.get("annotations", []) if a["image_id"] in seen]
+    gt["annotations"] = [a for a in gt.get("annotations", [])
+                         if a["image_id"] in seen and a["category_id"] in kept]
+    gt["categories"] = [c for c in gt["categories"] if c["id"] in kept]
     return coco_evaluate(gt, results, ("bbox",))["bbox"]
 
 
@@ -315,6 +401,7 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
     from mtvision.engine.checkpoint import load_checkpoint, load_weights
     from mtvision.engine.device import resolve_device
     from mtvision.metrics.baselines import load_baselines
+    from mtvision.metrics.detection import coco_results
     from mtvision.models import build_model
 
     # Read first: a wrong path should fail before a long evaluation, not after.
@@ -339,13 +426,15 @@ def evaluate_checkpoint(cfg: dict[str, Any], checkpoint: str, out: str | None = 
                           pin_memory=dev.type == "cuda")
     # A COCO-format dataset is also scored as COCO publishes: its detections written in the
     # results format, evaluated on the original annotation file at the original resolution.
-    coco_format = "det" in model.task_names and hasattr(ds, "cat_ids") and hasattr(ds, "ann_file")
-    dets: list[tuple[int, dict[str, Any]]] | None = [] if coco_format else None
+    # (evaluate scores it; the results file is written here.)
+    coco_ds = coco_dataset(ds) if "det" in model.task_names else None
+    dets: list[tuple[int, dict[str, Any]]] | None = [] if coco_ds is not None else None
     results = evaluate(model, loader, model_cfg, classes, cfg["eval"], dev, progress, dets)
     out_path = Path(out) if out else Path(checkpoint).with_name("metrics.json")
     if dets and "det" in results:
-        results["det"]["coco"] = coco_benchmark(
-            ds, dets, out_path.with_name(out_path.stem + "_coco_results.json"))
+        write_json_atomic(coco_results([d for _, d in dets], [i for i, _ in dets],
+                                       list(ds.cat_ids)),
+                          out_path.with_name(out_path.stem + "_coco_results.json"))
     if base is not None:
         exclude = set(delta_m_exclude) | set(model_cfg.get("aux_tasks") or ())
         add_delta_m(results, base, exclude, f"baselines {baselines}")

@@ -390,9 +390,11 @@ class Trainer:
 
     # -- loop -------------------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
-        # Periodic evaluations use the fast edge matcher unless eval.train_edge_mode says
-        # otherwise; tools/eval.py scores with the benchmark's own (eval.edge_mode).
-        eval_cfg = {**self.cfg["eval"], "edge_mode": self.cfg["eval"]["train_edge_mode"]}
+        # Periodic evaluations use the fast edge matcher and dense scoring unless
+        # eval.train_edge_mode / train_dense_protocol say otherwise; tools/eval.py scores
+        # with the benchmarks' own (eval.edge_mode, eval.dense_protocol).
+        eval_cfg = {**self.cfg["eval"], "edge_mode": self.cfg["eval"]["train_edge_mode"],
+                    "dense_protocol": self.cfg["eval"]["train_dense_protocol"]}
         with swapped_weights(self.model, self.ema.weights() if self.ema else None):
             res = evaluate(self.model, self.val_loader, self.cfg["model"], self.classes,
                            eval_cfg, self.device, self.progress)

@@ -293,3 +293,24 @@ def test_write_json_atomic(tmp_path: Path) -> None:
         write_json_atomic({"a": object()}, path)
     assert json.loads(path.read_text()) == {"a": 3}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_original_targets_on_request(shapes_root: Path) -> None:
+    from mtvision.data.build import want_original_targets
+    from mtvision.data.mixing import MixedDataset
+
+    ds = MTVDataset(shapes_root, "train", build_transforms(None, (96, 128), train=False))
+    assert "orig_targets" not in ds[0]
+    mixed = MixedDataset([ds])
+    want_original_targets(mixed)  # reaches the readers of a mixture
+    sample = ds[0]
+    # The labels as the files have them (64x64), next to the letterboxed targets (96x128).
+    seg = read_mask(shapes_root / "semseg" / "train" / Path(sample["file_name"]).with_suffix(
+        ".png").name)
+    orig = sample["orig_targets"]
+    assert set(orig) == {"seg"} and orig["seg"].dtype == torch.int64
+    np.testing.assert_array_equal(orig["seg"].numpy(), seg)
+    assert sample["targets"]["seg"].shape == (96, 128)
+    other = MTVDataset(shapes_root, "train", build_transforms(None, (96, 128), train=False))[1]
+    batch = collate([sample, other])
+    assert batch["orig_targets"][0] is orig and batch["orig_targets"][1] is None
