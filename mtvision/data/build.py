@@ -14,7 +14,7 @@ from mtvision.data import formats as _formats  # noqa: F401 - registers the read
 from mtvision.data.collate import collate
 from mtvision.data.mixing import MixedDataset, MixedSampler
 from mtvision.data.sample import TASKS
-from mtvision.data.transforms import build_transforms, normalize_images
+from mtvision.data.transforms import build_transforms
 from mtvision.registry import DATASETS, ConfigError, closest
 
 # Keys of one entry of ``data.datasets`` (besides the reader's own ``options``).
@@ -254,9 +254,8 @@ def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Images, targets and presence flags onto ``device``; uint8 images are normalised there
-    (``normalize_images``). From pinned memory (``build_loader`` on CUDA) the copies are
-    asynchronous."""
+    """Images, targets and presence flags onto ``device``; from pinned memory (``build_loader``
+    on CUDA) the copies are asynchronous."""
     def move(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return x.to(device, non_blocking=True)
@@ -269,5 +268,4 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     out = dict(batch)
     for key in ("images", "targets", "present"):
         out[key] = move(batch[key])
-    out["images"] = normalize_images(out["images"])
     return out
