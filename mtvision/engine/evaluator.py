@@ -74,11 +74,14 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
     metrics = build_metrics(model, model_cfg, classes, eval_cfg)
     dense = ([t for t in metrics if t in ORIGINAL_SIZE_TASKS]
              if eval_cfg.get("dense_protocol", "original") == "original" else [])
-    if dense:
+    # Any iterable of batches is scored; a DataLoader's dataset is also asked for the original
+    # labels and, when it is COCO-format, scored as COCO publishes.
+    dataset = getattr(loader, "dataset", None)
+    if dense and dataset is not None:
         from mtvision.data.build import want_original_targets
 
-        want_original_targets(loader.dataset)
-    coco_ds = coco_dataset(loader.dataset) if "det" in metrics else None
+        want_original_targets(dataset)
+    coco_ds = coco_dataset(dataset) if "det" in metrics and dataset is not None else None
     if coco_ds is not None and det_out is None:
         det_out = []
     if "edge" in metrics:  # the exact edge scoring is the slow part: show its progress

@@ -17,6 +17,11 @@ ROOT = Path(__file__).resolve().parents[2]
 CONVERSIONS = ("item", "__bool__", "__int__", "__float__", "tolist")
 
 
+def _project_file(filename: str) -> bool:
+    # The checkout's own code, not installed packages (a .venv may live inside the checkout).
+    return filename.startswith(str(ROOT)) and "site-packages" not in filename
+
+
 def conversion_sites(monkeypatch, fn) -> collections.Counter:
     """Run ``fn`` and count the tensor conversions by the project's frame that made them
     (``file:function``; torch's own code is named by its caller in the project)."""
@@ -27,7 +32,7 @@ def conversion_sites(monkeypatch, fn) -> collections.Counter:
 
         def wrapper(self, *args, **kwargs):
             inner = frame = sys._getframe(1)
-            while frame is not None and not frame.f_code.co_filename.startswith(str(ROOT)):
+            while frame is not None and not _project_file(frame.f_code.co_filename):
                 frame = frame.f_back
             where = ("?" if frame is None else
                      f"{Path(frame.f_code.co_filename).relative_to(ROOT)}:{frame.f_code.co_name}")
