@@ -54,13 +54,19 @@ def train(model, steps=3):
     return history
 
 
-def test_triton_and_torch_backends_train_alike():
+def backend_pair():
+    """The same model (same weights) on the PyTorch reference and on the Triton kernels."""
     torch.manual_seed(0)
     ref = build_model(model_cfg(loss_backend="torch"))
     tri = copy.deepcopy(ref)
     tri.loss_backend = "triton"
     for head in tri.heads.values():
         head.loss_backend = "triton"
+    return ref, tri
+
+
+def test_triton_and_torch_backends_train_alike():
+    ref, tri = backend_pair()
     ref.train()
     tri.train()
     h_ref, h_tri = train(ref), train(tri)
@@ -75,12 +81,7 @@ def test_triton_and_torch_backends_give_the_same_gradients():
     # Every parameter's gradient of one step from the same weights: the backends' difference
     # itself, not as amplified by later steps (three SGD steps with momentum turn 1e-6
     # relative differences into 1e-3 in BatchNorm'd backbones, whichever backend is right).
-    torch.manual_seed(0)
-    ref = build_model(model_cfg(loss_backend="torch"))
-    tri = copy.deepcopy(ref)
-    tri.loss_backend = "triton"
-    for head in tri.heads.values():
-        head.loss_backend = "triton"
+    ref, tri = backend_pair()
     images, targets, present = batch()
     for model in (ref, tri):
         model.train()
