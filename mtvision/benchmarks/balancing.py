@@ -279,8 +279,7 @@ def _run_backbone(backbone: str, methods: list[str], modes: list[str], config: P
     base = slots[0]
     base.trainer = _build(base, config, data_root, batch_size, image_size, total_steps, device)
     raw = next(iter(base.trainer.train_loader))
-    # As the trainer: the presence flags stay on the host (no device sync on them).
-    batch = {**move_batch(raw, device), "present": raw["present"]}
+    batch = move_batch(raw, device)
 
     def build(slot: _Slot) -> None:
         if slot.trainer is None:

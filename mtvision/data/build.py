@@ -254,8 +254,10 @@ def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Images, targets and presence flags onto ``device``; from pinned memory (``build_loader``
-    on CUDA) the copies are asynchronous."""
+    """Images and targets onto ``device``; from pinned memory (``build_loader`` on CUDA) the
+    copies are asynchronous. The presence flags stay on the host: the decisions made on them
+    (which tasks, which images) then need no device sync, and the heads copy them where a
+    mask needs them (``models.heads.base.presence_on``)."""
     def move(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return x.to(device, non_blocking=True)
@@ -266,6 +268,6 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         return x
 
     out = dict(batch)
-    for key in ("images", "targets", "present"):
+    for key in ("images", "targets"):
         out[key] = move(batch[key])
     return out

@@ -341,9 +341,7 @@ class Trainer:
         loss-based path that one runs through the DDP wrapper (its hooks do the averaging);
         every other forward calls the model itself, which DDP's hooks ignore.
         """
-        # The presence flags stay on the host: decisions on them (which tasks, which images)
-        # then cost no device sync; the heads copy them asynchronously where they mask.
-        batch = {**move_batch(batch, self.device), "present": batch["present"]}
+        batch = move_batch(batch, self.device)  # presence flags stay on the host
         ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                else nullcontext())
         images = batch["images"].contiguous(memory_format=self.memory_format)
