@@ -8,6 +8,9 @@ both start from the same weights) on the same fixed batch of the built-in shapes
 - ``minimal``: a hand-written loop: ``extract`` + ``forward_heads``, ``model.losses``, the
   plain sum of every loss component, ``zero_grad`` + ``backward``, ``AdamW.step``; the same
   precision (autocast) and memory format as the trainer, nothing else.
+- ``compiled`` (with ``compare_compile``): the trainer again, built with ``train.compile`` on and
+  the same starting weights, so the compiled / eager step-time ratio is measured side by side.
+  Its first warm-up step compiles (untimed).
 
 Each step is split into phases: ``data`` (the next batch from the contender's loader: the
 trainer's own loader, and a plain ``DataLoader`` over the same dataset with the same collate;
@@ -21,7 +24,8 @@ contenders alike.
 
 Drift: the contenders are interleaved. Round r runs ``steps_per_round`` timed steps of each in
 an order shuffled per round with a fixed seed; a phase's figure is the median over all timed
-steps, the ratio the trainer's median step over the minimal loop's.
+steps, the ratio the trainer's median step over the minimal loop's (and ``compile_ratio`` the
+compiled trainer's over the eager trainer's).
 """
 
 from __future__ import annotations
@@ -85,7 +89,7 @@ def _cycle(loader: DataLoader) -> Iterator[Any]:
 
 def _build_trainer(config: Path, overrides: list[str], data_root: Path, work_dir: Path,
                    batch: int, image_size: int, num_train: int, total_steps: int,
-                   device: torch.device) -> Any:
+                   device: torch.device, weights: dict[str, torch.Tensor] | None = None) -> Any:
     from mtvision.config import load_config
     from mtvision.engine.trainer import Trainer
 
@@ -105,6 +109,8 @@ def _build_trainer(config: Path, overrides: list[str], data_root: Path, work_dir
         raise ConfigError(f"the train-step benchmark compares equal weighting; the config's "
                           f"balancer is '{cfg['balancer']['name']}' (use -o balancer.name=fixed)")
     trainer = Trainer(cfg, work_dir, device=str(device), progress=False)
+    if weights is not None:
+        trainer.model.load_state_dict(weights)
     trainer.model.train()
     return trainer
 
@@ -204,11 +210,13 @@ def run_train_step_benchmark(
     device: str = "auto",
     out: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    compare_compile: bool = False,
 ) -> dict[str, Any]:
     """Time the trainer's step and the minimal loop's, phase by phase; see the module
     docstring. ``config`` (default ``configs/demo.yaml``) gives the model, optimizer, precision
     and memory format, ``overrides`` are ``key=value`` on top; its data section is replaced by
-    a generated shapes set of ``batch * 4`` images at ``image_size``. Returns a
+    a generated shapes set of ``batch * 4`` images at ``image_size``. ``compare_compile`` adds
+    the ``compiled`` contender (``train.compile: true``). Returns a
     JSON-serialisable dict (device, versions, settings, per-contender phase medians, the
     ratio), also written atomically to ``out`` when given."""
     if batch < 1 or rounds < 1 or steps_per_round < 1 or warmup < 0:
@@ -223,7 +231,8 @@ def run_train_step_benchmark(
     say = log or (lambda line: None)
     num_train = batch * 4
     total_steps = warmup + rounds * steps_per_round + 1
-    times: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
+    contenders_run = (*CONTENDERS, "compiled") if compare_compile else CONTENDERS
+    times: dict[str, list[dict[str, float]]] = {c: [] for c in contenders_run}
 
     with tempfile.TemporaryDirectory(prefix="mtvision-train-step-") as tmp:
         from mtvision.data.build import move_batch
@@ -231,7 +240,15 @@ def run_train_step_benchmark(
 
         data_root = generate_shapes(Path(tmp) / "shapes", num_train=num_train, num_val=1,
                                     image_size=image_size, seed=0)
-        trainer = _build_trainer(config_path, list(overrides or []), data_root,
+        overrides = list(overrides or [])
+        # The compiled contender's backend: the one an override names, else inductor; the
+        # eager trainer is then eager whatever the config says.
+        backend = next((o for o in reversed(overrides) if o.startswith("train.compile=")
+                        and o.split("=", 1)[1].strip().lower() != "false"),
+                       "train.compile=true")
+        if compare_compile:
+            overrides = [o for o in overrides if not o.startswith("train.compile=")]
+        trainer = _build_trainer(config_path, overrides, data_root,
                                  Path(tmp) / "run", batch, image_size, num_train, total_steps,
                                  dev)
         # One batch on the device that every timed step computes on.
@@ -239,14 +256,21 @@ def run_train_step_benchmark(
         clock = _Clock(dev)
         steps = {"minimal": _MinimalStep(trainer, fixed, clock),
                  "trainer": _TrainerStep(trainer, fixed, clock)}
+        if compare_compile:
+            compiled = _build_trainer(config_path, [*overrides, backend],
+                                      data_root, Path(tmp) / "run_compiled", batch, image_size,
+                                      num_train, total_steps, dev,
+                                      weights=trainer.model.state_dict())
+            steps["compiled"] = _TrainerStep(compiled, fixed, clock)
         cfg = trainer.cfg
-        say(f"warm-up: {warmup} steps each")
-        for name in CONTENDERS:
-            for _ in range(warmup):
+        say(f"warm-up: {warmup} steps each" + (" (the compiled trainer's first compiles)"
+                                                 if compare_compile else ""))
+        for name in contenders_run:
+            for _ in range(max(warmup, 2) if name == "compiled" else warmup):
                 steps[name]()
         order_rng = random.Random(ORDER_SEED)
         for r in range(rounds):
-            order = list(CONTENDERS)
+            order = list(contenders_run)
             order_rng.shuffle(order)
             say(f"round {r + 1}/{rounds}: {', '.join(order)}")
             for name in order:
@@ -262,9 +286,11 @@ def run_train_step_benchmark(
                     phases["total"] = total * 1e3
                     times[name].append(phases)
         trainer.logger.close()
+        if compare_compile:
+            compiled.logger.close()
 
     contenders = {}
-    for name in CONTENDERS:
+    for name in contenders_run:
         rows = times[name]
         contenders[name] = {
             "median_ms": {p: statistics.median(r[p] for r in rows) for p in (*PHASES, "total")},
@@ -287,14 +313,19 @@ def run_train_step_benchmark(
             "amp": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None,
             "channels_last": bool(cfg["train"]["channels_last"]),
             "num_workers": cfg["data"]["num_workers"],
+            "compile_backend": backend.split("=", 1)[1] if compare_compile else None,
         },
         "phases": list(PHASES),
         "contenders": contenders,
         # Both start from the same weights on the same batch: their first losses agree when
         # the two steps compute the same thing.
-        "first_loss": {name: steps[name].first_loss for name in CONTENDERS},
+        "first_loss": {name: steps[name].first_loss for name in contenders_run},
         "ratio": ratio,
         "compute_ratio": compute_ratio,
+        # torch.compile's step over the eager trainer's (None without ``compare_compile``).
+        "compile_ratio": (contenders["compiled"]["median_ms"]["total"]
+                          / contenders["trainer"]["median_ms"]["total"]
+                          if compare_compile else None),
         "target": TARGET,
         "ok": ratio <= TARGET,
         "aim": AIM,
@@ -304,7 +335,7 @@ def run_train_step_benchmark(
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Phases as rows, the two contenders and their ratio as columns, then the verdict."""
+    """Phases as rows, the contenders and their ratios as columns, then the verdict."""
     s = results["settings"]
     c = results["contenders"]
     title = (f"train-step, one training step of the demo model on {results['device']}; torch "
@@ -312,13 +343,27 @@ def format_table(results: dict[str, Any]) -> str:
              f"{s['rounds']} rounds x {s['steps_per_round']} steps (median ms), interleaved; "
              f"precision {s['amp'] or 'float32'}, "
              f"{'channels-last' if s['channels_last'] else 'contiguous'}")
+    comp = c.get("compiled")
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b > 0 else "-"
+
     rows = []
     for p in (*results["phases"], "total"):
         t, m = c["trainer"]["median_ms"][p], c["minimal"]["median_ms"][p]
-        rows.append((p, f"{t:.1f}", f"{m:.1f}", f"{t / m:.2f}" if m > 0 else "-"))
-    rows.append(("step w/o data", f"{c['trainer']['compute_ms']:.1f}",
-                 f"{c['minimal']['compute_ms']:.1f}", f"{results['compute_ratio']:.2f}"))
-    head = ("phase", "trainer", "minimal", "ratio")
+        row = (p, f"{t:.1f}", f"{m:.1f}", ratio(t, m))
+        if comp:
+            row += (f"{comp['median_ms'][p]:.1f}", ratio(comp["median_ms"][p], t))
+        rows.append(row)
+    row = ("step w/o data", f"{c['trainer']['compute_ms']:.1f}",
+           f"{c['minimal']['compute_ms']:.1f}", f"{results['compute_ratio']:.2f}")
+    if comp:
+        row += (f"{comp['compute_ms']:.1f}",
+                ratio(comp["compute_ms"], c["trainer"]["compute_ms"]))
+    rows.append(row)
+    head: tuple[str, ...] = ("phase", "trainer", "minimal", "ratio")
+    if comp:
+        head += ("compiled", "compiled/eager")
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
 
     def line(cells: tuple[str, ...]) -> str:
@@ -328,4 +373,7 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [title, line(head), line(tuple("-" * w for w in widths)), *map(line, rows)]
     lines.append(f"ratio = trainer / minimal median; total {results['ratio']:.2f}x "
                  f"({'ok' if results['ok'] else 'over'}); {results['aim']}")
+    if comp:
+        lines.append(f"torch.compile: compiled trainer / eager trainer median step "
+                     f"{results['compile_ratio']:.2f}x")
     return "\n".join(lines)

@@ -5,7 +5,7 @@
                                  [--backbones resnet18,resnet50] [--device D] [...]
     mtvision benchmark inference [--config C] [-o key=value] [--batch N]
                                  [--image-size PX] [--rounds R] [--device D] [...]
-    mtvision benchmark train-step [--config C] [-o key=value] [--batch N]
+    mtvision benchmark train-step [--config C] [-o key=value] [--batch N] [--compile]
                                   [--image-size PX] [--rounds R] [--device D] [...]
     mtvision benchmark edge-eval [--data DIR] [--images N] [--reference-images M]
                                  [--reseeds R] [--workers W] [--preds DIR] [...]
@@ -237,7 +237,8 @@ def _run_train_step(a: argparse.Namespace) -> None:
 
     res = run_train_step_benchmark(a.config, a.override, a.batch, a.image_size, a.rounds,
                                    a.steps, a.warmup, a.device, a.out,
-                                   log=lambda line: print(line, file=sys.stderr, flush=True))
+                                   log=lambda line: print(line, file=sys.stderr, flush=True),
+                                   compare_compile=a.compile)
     print(format_table(res))
     print(f"results: {a.out}")
 
@@ -264,6 +265,9 @@ def _add_train_step(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     p.add_argument("--out", default="runs/benchmark/train_step.json", metavar="FILE.json",
                    help="results JSON (default: runs/benchmark/train_step.json)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the trainer with train.compile on (the compiled / eager "
+                        "step-time ratio; the first step compiles, untimed)")
     p.set_defaults(run=_run_train_step)
 
 

@@ -41,6 +41,26 @@ def test_phases_ratio_and_json(tmp_path: Path) -> None:
     assert "trainer / minimal" in table and "optimizer" in table
 
 
+def test_compiled_contender(tmp_path: Path) -> None:
+    # aot_eager: graph capture and AOT autograd without inductor's C++ build (seconds).
+    res = run_train_step_benchmark(overrides=[*SMALL, "train.compile=aot_eager"], batch=2,
+                                   image_size=64, rounds=1, steps_per_round=1, warmup=0,
+                                   device="cpu", compare_compile=True)
+    c = res["contenders"]
+    assert set(c) == {"trainer", "minimal", "compiled"}
+    assert res["settings"]["compile_backend"] == "aot_eager"
+    assert res["compile_ratio"] == pytest.approx(c["compiled"]["median_ms"]["total"]
+                                                 / c["trainer"]["median_ms"]["total"])
+    # Same starting weights and batch: the compiled graph computes the eager losses.
+    first = res["first_loss"]
+    assert first["compiled"] == pytest.approx(first["trainer"], rel=1e-5)
+    table = format_table(res)
+    assert "compiled/eager" in table and "torch.compile" in table
+    assert run_train_step_benchmark(overrides=SMALL, batch=2, image_size=64, rounds=1,
+                                    steps_per_round=1, warmup=0,
+                                    device="cpu")["compile_ratio"] is None
+
+
 def test_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(ConfigError, match="equal weighting"):
         run_train_step_benchmark(overrides=[*SMALL, "balancer.name=dwa"], batch=2,
