@@ -1,7 +1,7 @@
 """``tools/benchmark.py data``: images per second of the training input pipeline alone.
 
-The demo's pipeline (synthetic shapes, its train transforms, the trainer's loader:
-label checks in collate, persistent workers) is read at each image size with each
+The demo's pipeline (synthetic shapes, its train transforms, the trainer's loader: uint8
+samples, label checks in collate, persistent workers) is read at each image size with each
 number of workers, without a model, so the figure is the ceiling the loader puts on a GPU's
 training speed. Each configuration reads ``warmup`` batches untimed (workers starting, files
 cached), then ``batches`` timed ones; rows are interleaved over ``rounds`` and the median of

@@ -13,7 +13,7 @@
 
 A sample (``dataset[i]``) is a dict::
 
-    {"image": float[3, H, W] (normalised), "image_id": int, "file_name": str,
+    {"image": uint8[3, H, W] (normalize_images on the device), "image_id": int, "file_name": str,
      "orig_size": (h, w), "targets": {task: target}}  # only the tasks labelled for it
 
 with targets as documented in ``mtvision.models.heads.base``; ``collate`` stacks samples into

@@ -4,7 +4,7 @@ A reader (one per format, in ``mtvision.data.formats``) indexes its files in ``_
 ``self._setup(...)`` with its classes and the tasks it labels, and implements ``read(index)``
 returning a ``RawSample``. Everything after that is here, so all formats give the same samples::
 
-    {"image": float[3, H, W] (normalised), "image_id": int, "file_name": str,
+    {"image": uint8[3, H, W] (normalize_images on the device), "image_id": int, "file_name": str,
      "orig_size": (h, w), "targets": {task: target}}
 
 plus ``"edge_gts"``: the annotators' full-resolution boundary maps, where the format has several,

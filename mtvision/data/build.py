@@ -14,7 +14,7 @@ from mtvision.data import formats as _formats  # noqa: F401 - registers the read
 from mtvision.data.collate import collate
 from mtvision.data.mixing import MixedDataset, MixedSampler
 from mtvision.data.sample import TASKS
-from mtvision.data.transforms import build_transforms
+from mtvision.data.transforms import build_transforms, normalize_images
 from mtvision.registry import DATASETS, ConfigError, closest
 
 # Keys of one entry of ``data.datasets`` (besides the reader's own ``options``).
@@ -254,10 +254,11 @@ def head_class_counts(model_cfg: dict[str, Any]) -> dict[str, int]:
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Images and targets onto ``device``; from pinned memory (``build_loader`` on CUDA) the
-    copies are asynchronous. The presence flags stay on the host: the decisions made on them
-    (which tasks, which images) then need no device sync, and the heads copy them where a
-    mask needs them (``models.heads.base.presence_on``)."""
+    """Images and targets onto ``device``; uint8 images are normalised there
+    (``normalize_images``). From pinned memory (``build_loader`` on CUDA) the copies are
+    asynchronous. The presence flags stay on the host: the decisions made on them (which
+    tasks, which images) then need no device sync, and the heads copy them where a mask needs
+    them (``models.heads.base.presence_on``)."""
     def move(x: Any) -> Any:
         if isinstance(x, torch.Tensor):
             return x.to(device, non_blocking=True)
@@ -270,4 +271,5 @@ def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     out = dict(batch)
     for key in ("images", "targets"):
         out[key] = move(batch[key])
+    out["images"] = normalize_images(out["images"])
     return out

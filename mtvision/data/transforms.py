@@ -60,7 +60,7 @@ MASK_IGNORE = 255
 class TransformResult(NamedTuple):
     """Output of a transform pipeline (its first four fields: ``image, boxes, labels, masks``)."""
 
-    image: Tensor  # float32 [3, H, W], normalised
+    image: Tensor  # uint8 [3, H, W] (normalised on the device: normalize_images)
     boxes: np.ndarray  # float32 [K, 4] xyxy in output pixels
     labels: np.ndarray  # int64 [K]
     masks: dict[str, np.ndarray]  # name -> uint8 [H, W]
@@ -235,11 +235,28 @@ def _letterbox_compose(size: tuple[int, int]) -> A.Compose:
 
 
 def image_to_tensor(image: np.ndarray) -> Tensor:
-    """uint8 ``H x W x 3`` RGB -> float32 ``[3, H, W]`` normalised with the ImageNet statistics."""
-    mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-    std = np.asarray(IMAGENET_STD, np.float32) * 255.0
-    x = (image.astype(np.float32) - mean) / std
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+    """uint8 ``H x W x 3`` RGB -> uint8 ``[3, H, W]``.
+
+    Images stay uint8 until they are on the device (``normalize_images``): a quarter of the
+    bytes through the loader's workers, pinned memory and the host-to-device copy."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image, np.uint8).transpose(2, 0, 1)))
+
+
+_NORM: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+
+def normalize_images(images: Tensor) -> Tensor:
+    """uint8 images ``[..., 3, H, W]`` -> float32 normalised with the ImageNet statistics, on
+    their own device; float images are taken as already normalised and returned as they are."""
+    if images.dtype != torch.uint8:
+        return images
+    if images.device not in _NORM:  # once per device: no host-to-device copy per batch
+        shape = (3, 1, 1)
+        _NORM[images.device] = (
+            torch.tensor(IMAGENET_MEAN, device=images.device).mul_(255.0).view(shape),
+            torch.tensor(IMAGENET_STD, device=images.device).mul_(255.0).reciprocal_().view(shape))
+    mean, inv_std = _NORM[images.device]
+    return (images.float() - mean) * inv_std
 
 
 class Transforms:

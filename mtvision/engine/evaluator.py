@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from mtvision.data.transforms import normalize_images
 from mtvision.engine.distributed import broadcast_from_main, gather_to_main, is_distributed
 from mtvision.metrics import build_metric
 from mtvision.metrics.multitask import lower_is_better
@@ -96,7 +97,7 @@ def evaluate(model: MultiTaskModel, loader: DataLoader, model_cfg: dict[str, Any
                           dynamic_ncols=True):
             if batch is None:  # every sample of the batch was invalid and skipped
                 continue
-            images = batch["images"].to(device, non_blocking=True)
+            images = normalize_images(batch["images"].to(device, non_blocking=True))
             input_hw = tuple(images.shape[-2:])
             outputs = model(images) if dense else None  # the seg logits are needed too
             preds = _to_cpu(model.predict(images) if outputs is None

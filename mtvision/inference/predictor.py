@@ -27,6 +27,7 @@ from mtvision.data.transforms import (
     image_to_tensor,
     letterbox,
     letterbox_params,
+    normalize_images,
     unletterbox,
 )
 from mtvision.engine.checkpoint import load_checkpoint, load_weights
@@ -239,7 +240,7 @@ class Predictor:
             _, resized, _ = letterbox_params(image.shape[:2], self.image_size)
             tensors.append(image_to_tensor(padded))
             boxes.append(Letterbox((image.shape[0], image.shape[1]), scale, resized, pad))
-        batch = torch.stack(tensors).to(self.device, non_blocking=True)
+        batch = normalize_images(torch.stack(tensors).to(self.device, non_blocking=True))
         return (batch.half() if self.half else batch), boxes
 
     def infer(self, batch: Tensor) -> dict[str, list]:

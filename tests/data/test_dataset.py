@@ -74,7 +74,9 @@ def test_sample_format_matches_files(shapes_root: Path) -> None:
     for i, info in enumerate(coco["images"]):
         s = ds[i]
         assert set(s) == {"image", "image_id", "file_name", "orig_size", "targets"}
-        assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.float32
+        assert s["image"].shape == (3, 64, 64) and s["image"].dtype == torch.uint8
+        assert torch.equal(s["image"].permute(1, 2, 0), torch.from_numpy(
+            read_image(shapes_root / "images" / "val" / info["file_name"])))
         assert (s["image_id"], s["file_name"], s["orig_size"]) == (info["id"], info["file_name"],
                                                                    (64, 64))
         t = s["targets"]

@@ -1,5 +1,5 @@
 """The input pipeline: persistent workers that still follow each epoch's augmentation seed,
-pinned memory on CUDA."""
+uint8 batches normalised on the device, pinned memory on CUDA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mtvision.data.build import build_dataset, build_loader, move_batch
+from mtvision.data.transforms import normalize_images
 
 
 def _data_cfg(tiny_cfg):
@@ -39,11 +40,15 @@ def test_persistent_workers_follow_each_epochs_augmentation_seed(tiny_cfg):
     assert not torch.equal(a, b)
 
 
-def test_cpu_loaders_do_not_pin(tiny_cfg, tmp_path):
-    from mtvision.engine.trainer import Trainer
-
-    trainer = Trainer(tiny_cfg, tmp_path / "run", device="cpu", progress=False)
-    assert not trainer.train_loader.pin_memory and not trainer.val_loader.pin_memory
+def test_batches_are_uint8_until_moved_to_the_device(tiny_cfg):
+    dcfg = _data_cfg(tiny_cfg)
+    ds = build_dataset(dcfg, dcfg["val_split"], train=False)
+    batch = next(iter(build_loader(ds, 2, 0, train=False)))
+    assert batch["images"].dtype == torch.uint8
+    moved = move_batch(batch, torch.device("cpu"))
+    assert moved["images"].dtype == torch.float32
+    torch.testing.assert_close(moved["images"], normalize_images(batch["images"]))
+    assert not build_loader(ds, 2, 0, train=False).pin_memory
 
 
 @pytest.mark.cuda
@@ -55,4 +60,4 @@ def test_cuda_batches_come_from_pinned_memory(tiny_cfg, tmp_path):
     batch = next(iter(trainer.train_loader))
     assert batch["images"].is_pinned()
     moved = move_batch(batch, trainer.device)
-    assert moved["images"].is_cuda
+    assert moved["images"].is_cuda and moved["images"].dtype == torch.float32

@@ -13,6 +13,7 @@ from mtvision.data.transforms import (
     image_to_tensor,
     letterbox,
     letterbox_params,
+    normalize_images,
 )
 from mtvision.registry import ConfigError
 
@@ -51,12 +52,21 @@ def test_eval_mode_ignores_user_ops() -> None:
     assert out.masks == {}
 
 
-def test_normalisation() -> None:
+def test_normalisation_happens_on_the_device() -> None:
+    # Samples stay uint8 (a quarter of the bytes through workers and the copy to the GPU);
+    # normalize_images turns them into the ImageNet-normalised floats the model takes.
     image = np.full((4, 5, 3), 200, np.uint8)
+    image[0, 0] = (0, 128, 255)
     x = build_transforms(None, (4, 5), train=False)(image).image
-    assert x.shape == (3, 4, 5) and x.dtype == torch.float32
-    expected = [(200 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD, strict=True)]
-    torch.testing.assert_close(x[:, 0, 0], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    assert x.shape == (3, 4, 5) and x.dtype == torch.uint8
+    torch.testing.assert_close(x, torch.from_numpy(image).permute(2, 0, 1))
+    y = normalize_images(x[None])
+    assert y.dtype == torch.float32 and y.shape == (1, 3, 4, 5)
+    for (r, c), rgb in (((0, 0), (0, 128, 255)), ((3, 4), (200, 200, 200))):
+        expected = [(v / 255 - m) / s for v, m, s in zip(rgb, IMAGENET_MEAN, IMAGENET_STD,
+                                                          strict=True)]
+        torch.testing.assert_close(y[0, :, r, c], torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    assert normalize_images(y) is y  # float images are already normalised
 
 
 @pytest.mark.parametrize("orig, size", [
