@@ -313,7 +313,9 @@ def run_train_step_benchmark(
             "amp": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None,
             "channels_last": bool(cfg["train"]["channels_last"]),
             "num_workers": cfg["data"]["num_workers"],
-            "compile_backend": backend.split("=", 1)[1] if compare_compile else None,
+            # train.compile: true is inductor.
+            "compile_backend": ((backend.split("=", 1)[1].strip().replace("true", "inductor"))
+                                if compare_compile else None),
         },
         "phases": list(PHASES),
         "contenders": contenders,
