@@ -72,6 +72,7 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
               flush=True)
         train(cfg, work, resume=resume, device=device, progress=progress)
     t_train = time.time() - t0
+    t1 = time.time()
 
     if reused and metrics_path.is_file() and \
             metrics_path.stat().st_mtime >= ckpt.stat().st_mtime:
@@ -84,6 +85,8 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
         metrics = evaluate_checkpoint(cfg, str(ckpt), str(metrics_path), device,
                                       progress=progress)
 
+    t_eval = time.time() - t1
+    t2 = time.time()
     val_dir = Path(cfg["data"]["root"]) / "images" / cfg["data"]["val_split"]
     val_images = sorted(val_dir.iterdir())
     inputs = work / "infer_inputs"
@@ -100,6 +103,7 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
     vid_out = run_inference(str(ckpt), str(video), str(work / "infer" / "video"), device,
                             progress=progress)
 
+    t_infer = time.time() - t2
     print("\n" + format_table(metrics))
     print("\ntargets:")
     ok = True
@@ -119,5 +123,6 @@ def run_demo(config: str = "demo", overrides: list[str] | None = None,
     ]:
         print(f"  {label:<17} {path}")
     what = "reused run" if reused else f"training {t_train:.0f} s"
-    print(f"\ndemo finished in {time.time() - t0:.0f} s ({what})")
+    print(f"\ndemo finished in {time.time() - t0:.0f} s ({what}, evaluation {t_eval:.0f} s, "
+          f"inference {t_infer:.0f} s)")
     return {"metrics": metrics, "targets_met": ok, "work_dir": str(work), "reused": bool(reused)}
