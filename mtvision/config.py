@@ -236,15 +236,39 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_named(dotted: str) -> bool:
+    """Whether the section at ``dotted`` (e.g. ``balancer``, ``model.heads.seg``) is a
+    registry-built ``{name, **options}`` section of the schema."""
+    spec: Any = SCHEMA
+    for key in dotted.split("."):
+        if isinstance(spec, MapOf):  # a free key (a task name) of a map
+            spec = spec.value
+            continue
+        if not isinstance(spec, dict) or key not in spec:
+            return False
+        spec = spec[key]
+    return isinstance(spec, Named)
+
+
 def _merge(base: dict, new: dict, origins: dict[str, str], source: str, prefix: str = "") -> dict:
-    """Merge ``new`` into ``base`` (dicts recursively, everything else replaced)."""
+    """Merge ``new`` into ``base`` (dicts recursively, everything else replaced).
+
+    A registry-built section (``Named``: backbone, neck, heads, sharing, balancer) whose
+    ``name`` changes starts afresh: the previous builder's options do not carry over to
+    another one (``-o balancer.name=pcgrad`` on a config with ``fixed`` weights)."""
     out = dict(base)
     if new.get("_delete_"):
         out = {}
         new = {k: v for k, v in new.items() if k != "_delete_"}
     for key, value in new.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        old = out.get(key)
+        if (isinstance(value, dict) and isinstance(old, dict) and "name" in value
+                and value["name"] != old.get("name") and _is_named(dotted)):
+            old = out[key] = {}
+            for k in [k for k in origins if k.startswith(dotted + ".")]:
+                del origins[k]
+        if isinstance(value, dict) and isinstance(old, dict):
             out[key] = _merge(out[key], value, origins, source, dotted + ".")
         else:
             out[key] = copy.deepcopy(value)

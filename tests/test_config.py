@@ -121,3 +121,24 @@ def test_shipped_configs_validate():
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in root.glob("*.yaml"):
         load_config(path)
+
+
+def test_a_changed_builder_name_drops_the_previous_builders_options(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("balancer: {name: fixed, weights: {det: 1.0, seg: 2.0}}\n"
+                    "model:\n  backbone: {name: resnet18, frozen_stages: 2}\n"
+                    "  heads: {cls: {name: linear, num_classes: 4, in_features: [c5]}}\n"
+                    "train: {optimizer: {name: adamw, lr: 0.01}}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\nbalancer: {name: pcgrad}\n")
+    cfg = load_config(child, ["model.backbone.name=resnet34", "balancer.mode=feature"])
+    # Another method: fixed's weights would be an unknown key of pcgrad.
+    assert cfg["balancer"] == {"name": "pcgrad", "mode": "feature"}
+    assert cfg["model"]["backbone"]["name"] == "resnet34"
+    assert "frozen_stages" not in cfg["model"]["backbone"]  # resnet18's 2 is not carried over
+    # The same name keeps the options; sections that are not registry-built merge as before.
+    cfg = load_config(base, ["balancer.name=fixed", "model.heads.cls.num_classes=3",
+                             "train.optimizer.name=sgd"])
+    assert cfg["balancer"]["weights"] == {"det": 1.0, "seg": 2.0}
+    assert cfg["model"]["heads"]["cls"]["in_features"] == ["c5"]
+    assert cfg["train"]["optimizer"]["lr"] == 0.01

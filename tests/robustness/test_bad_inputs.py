@@ -568,7 +568,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, overrides_for: Any) -> dict[st
     base = tmp_path_factory.mktemp("robust")
     root = generate_shapes(base / "shapes", num_train=2, num_val=2, image_size=64, seed=1)
     over = [o for o in overrides_for(root, 2) if not o.startswith("data.synthetic")]
-    over += ["data.synthetic=null", "data.batch_size=2"]
+    # The ResNet-18 the incompatible checkpoints below are told apart from (resnet34).
+    over += ["data.synthetic=null", "data.batch_size=2", "model.backbone.name=resnet18"]
     cfg = load_config(DEMO, over)
     torch.manual_seed(0)
     model = build_model(cfg["model"])
