@@ -241,13 +241,17 @@ def run_train_step_benchmark(
         data_root = generate_shapes(Path(tmp) / "shapes", num_train=num_train, num_val=1,
                                     image_size=image_size, seed=0)
         overrides = list(overrides or [])
-        # The compiled contender's backend: the one an override names, else inductor; the
-        # eager trainer is then eager whatever the config says.
-        backend = next((o for o in reversed(overrides) if o.startswith("train.compile=")
-                        and o.split("=", 1)[1].strip().lower() != "false"),
-                       "train.compile=true")
+        backend = None
         if compare_compile:
-            overrides = [o for o in overrides if not o.startswith("train.compile=")]
+            from mtvision.config import load_config
+            from mtvision.engine.compile import compile_backend
+
+            # The compiled contender: the config's train.compile backend, inductor where it
+            # is off; the eager trainer is then eager whatever the config says.
+            backend = compile_backend(load_config(config_path, overrides)["train"]["compile"]
+                                      or True)
+            compiled_overrides = [*overrides, f"train.compile={backend}"]
+            overrides = [*overrides, "train.compile=false"]
         trainer = _build_trainer(config_path, overrides, data_root,
                                  Path(tmp) / "run", batch, image_size, num_train, total_steps,
                                  dev)
@@ -257,7 +261,7 @@ def run_train_step_benchmark(
         steps = {"minimal": _MinimalStep(trainer, fixed, clock),
                  "trainer": _TrainerStep(trainer, fixed, clock)}
         if compare_compile:
-            compiled = _build_trainer(config_path, [*overrides, backend],
+            compiled = _build_trainer(config_path, compiled_overrides,
                                       data_root, Path(tmp) / "run_compiled", batch, image_size,
                                       num_train, total_steps, dev,
                                       weights=trainer.model.state_dict())
@@ -313,9 +317,7 @@ def run_train_step_benchmark(
             "amp": str(trainer.amp_dtype).removeprefix("torch.") if trainer.amp_dtype else None,
             "channels_last": bool(cfg["train"]["channels_last"]),
             "num_workers": cfg["data"]["num_workers"],
-            # train.compile: true is inductor.
-            "compile_backend": ((backend.split("=", 1)[1].strip().replace("true", "inductor"))
-                                if compare_compile else None),
+            "compile_backend": backend,
         },
         "phases": list(PHASES),
         "contenders": contenders,

@@ -51,6 +51,14 @@ def test_batches_are_uint8_until_moved_to_the_device(tiny_cfg):
     assert not build_loader(ds, 2, 0, train=False).pin_memory
 
 
+
+def test_cpu_loaders_do_not_pin(tiny_cfg, tmp_path):
+    from mtvision.engine.trainer import Trainer
+
+    trainer = Trainer(tiny_cfg, tmp_path / "run", device="cpu", progress=False)
+    assert not trainer.train_loader.pin_memory and not trainer.val_loader.pin_memory
+
+
 @pytest.mark.cuda
 def test_cuda_batches_come_from_pinned_memory(tiny_cfg, tmp_path):
     from mtvision.engine.trainer import Trainer
