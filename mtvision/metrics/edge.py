@@ -262,26 +262,22 @@ def _optimal_counts(
     """(cntR, cntP) per threshold by the exact minimum of the correspondence's cost.
 
     The predicted pixels of all thresholds are listed once; per annotator the arcs are found
-    once and each distinct thinned map is matched (components reused between thresholds).
+    once and every distinct thinned map is matched in one batch (components shared between
+    thresholds solved once).
     """
     present = edges.reshape(len(edges), -1)
-    any_t = present.any(axis=0)
-    flat = np.flatnonzero(any_t)
+    flat = np.flatnonzero(present.any(axis=0))
     pred_yx = np.stack(np.unravel_index(flat, edges.shape[1:]), axis=1)
-    present = present[:, flat]  # [T, N]: pixel n of the union is on at threshold t
-    firsts = [int(np.flatnonzero(group == g)[0]) for g in np.unique(group)]
-    cnt_r = np.zeros(len(edges), dtype=np.int64)
-    matched_any = np.zeros((len(firsts), flat.size), dtype=bool)
-    matchers = [AnnotatorMatcher(pred_yx, g, max_dist) for g in gts if g.any()]
-    for i, first in enumerate(firsts):
-        recall = 0
-        for m in matchers:
-            found, matched = m.match(present[first])
+    groups, firsts, slot = np.unique(group, return_index=True, return_inverse=True)
+    present = present[firsts][:, flat]  # [G, N]: pixel n of the union is on in map g
+    recall = np.zeros(len(groups), dtype=np.int64)
+    matched_any = np.zeros(present.shape, dtype=bool)
+    for g in gts:
+        if g.any():
+            found, matched = AnnotatorMatcher(pred_yx, g, max_dist).match_all(present)
             recall += found
-            matched_any[i] |= matched
-        cnt_r[group == group[first]] = recall
-    cnt_p = matched_any.sum(axis=1)[np.searchsorted(np.unique(group), group)]
-    return cnt_r, cnt_p
+            matched_any |= matched
+    return recall[slot], matched_any.sum(axis=1)[slot]
 
 
 def _approx_counts(

@@ -15,6 +15,7 @@ from pyEdgeEval._lib import correspond_pixels
 from scipy.optimize import linear_sum_assignment
 
 from mtvision.data.formats.bsds import load_boundaries
+from mtvision.metrics import edge_match
 from mtvision.metrics.edge import benchmark_from_counts, bsds_thresholds, image_counts
 from mtvision.metrics.edge_match import AnnotatorMatcher
 
@@ -103,6 +104,28 @@ def test_reuse_across_thresholds_is_exact():
         fresh = AnnotatorMatcher(yx[present], gt, 0.03).match(np.ones(present.sum(), bool))
         assert got[0] == fresh[0]
         assert got[0] == dense_optimum(pred & _mask(yx[present], pred.shape), gt, 0.03)[0]
+
+
+@pytest.mark.parametrize("part_size", [1, 16, 1024])
+def test_all_thresholds_in_one_batch_are_exact(monkeypatch, part_size):
+    # match_all over several subsets at once (components shared between them solved once,
+    # small components packed into solver calls of part_size nodes) against the dense optimum
+    # of each subset alone.
+    monkeypatch.setattr(edge_match, "PART_SIZE", part_size)
+    rng = np.random.default_rng(11)
+    pred, gt = random_maps(rng, (48, 64))
+    yx = np.argwhere(pred)
+    strength = rng.random(len(yx))
+    ts = np.array([0.0, 0.1, 0.1, 0.4, 0.25, 0.8, 1.1])  # repeated, unordered, empty
+    present = strength[None] >= ts[:, None]
+    found, matched = AnnotatorMatcher(yx, gt, 0.03).match_all(present)
+    for k in range(len(ts)):
+        pairs, cost = dense_optimum(_mask(yx[present[k]], pred.shape), gt, 0.03)
+        assert found[k] == pairs
+        assert matched[k].sum() == pairs and not (matched[k] & ~present[k]).any()
+        # The matched pixels can all be matched at the optimal cost: re-solving with only
+        # them must match every one of them.
+        assert dense_optimum(_mask(yx[matched[k]], pred.shape), gt, 0.03)[0] == pairs
 
 
 def _mask(yx: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
