@@ -91,20 +91,26 @@ def _scores(run: dict[str, Any]) -> dict[str, float]:
 
 def run_edge_eval_benchmark(root: str | Path, split: str = "test", images: int | None = 100,
                             reference_images: int | None = None, reseeds: int = 3,
-                            thresholds: int = 99, max_dist: float = 0.0075, nms: bool = True,
+                            reference_every: int = 1, thresholds: int = 99,
+                            max_dist: float = 0.0075, nms: bool = True,
                             workers: int | None = None, preds: str | Path | None = None,
                             out: str | Path | None = None, log: Log = print
                             ) -> dict[str, Any]:
-    """Score ``images`` images with the optimal matcher, and the first ``reference_images`` of
-    them (default: all) with both matchers, CSA once per seed (``reseeds`` runs)."""
+    """Score ``images`` images with the optimal matcher, and ``reference_images`` of them
+    (default: all) with both matchers, CSA once per seed (``reseeds`` runs). The reference's
+    images are every ``reference_every``-th image from the first (spread over the split when
+    the reference cannot run on all of them)."""
     if reseeds < 1:
         raise ConfigError(f"reseeds must be >= 1, got {reseeds}")
+    if reference_every < 1:
+        raise ConfigError(f"reference_every must be >= 1, got {reference_every}")
     if out is not None:
         check_writable(out)
     workers = default_workers() if workers is None else workers
     data = load_images(root, split, images, preds)
     items = [(soft, gts, None) for _, soft, gts in data]
-    n_ref = len(items) if reference_images is None else min(reference_images, len(items))
+    ref_idx = list(range(0, len(items), reference_every))[:reference_images]
+    n_ref = len(ref_idx)
     ts = bsds_thresholds(thresholds)
     log(f"edge-eval: {len(items)} images of '{split}' ({n_ref} with the reference), "
         f"{thresholds} thresholds, {workers} worker(s), nms={nms}")
@@ -115,18 +121,19 @@ def run_edge_eval_benchmark(root: str | Path, split: str = "test", images: int |
     full = _timed_run(items, ts, "optimal", 0, nms, workers, max_dist)
     log(f"optimal, {len(items)} images: ODS {full['ODS']:.4f} OIS {full['OIS']:.4f} AP "
         f"{full['AP']:.4f}, {full['wall_s']:.1f} s wall, {full['cpu_s']:.1f} s CPU")
-    # Side by side on the reference's images (a prefix of the same list: same counts).
-    ours = {**_scores(benchmark_from_counts(full["counts"][:n_ref], ts)),
+    # Side by side on the reference's images (a subset of the same list: same counts).
+    ref_items = [items[i] for i in ref_idx]
+    ours = {**_scores(benchmark_from_counts(full["counts"][ref_idx], ts)),
             "wall_s": None, "cpu_s": None}
     if n_ref == len(items):
         ours.update(wall_s=full["wall_s"], cpu_s=full["cpu_s"])
     else:
-        side = _timed_run(items[:n_ref], ts, "optimal", 0, nms, workers, max_dist)
+        side = _timed_run(ref_items, ts, "optimal", 0, nms, workers, max_dist)
         ours.update(wall_s=side["wall_s"], cpu_s=side["cpu_s"])
     refs = []
     for k in range(reseeds):
         seed = CORRESPONDENCE_SEED + k
-        refs.append(_timed_run(items[:n_ref], ts, "csa", seed, nms, workers, max_dist))
+        refs.append(_timed_run(ref_items, ts, "csa", seed, nms, workers, max_dist))
         r = refs[-1]
         log(f"csa seed {seed:#x}: ODS {r['ODS']:.4f} OIS {r['OIS']:.4f} AP {r['AP']:.4f}, "
             f"{r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU")
@@ -135,6 +142,7 @@ def run_edge_eval_benchmark(root: str | Path, split: str = "test", images: int |
     ref_cpu = float(np.mean([r["cpu_s"] for r in refs]))
     results = {
         "split": split, "images": len(items), "reference_images": n_ref,
+        "reference_image_ids": [data[i][0] for i in ref_idx],
         "thresholds": thresholds, "max_dist": max_dist, "nms": nms, "workers": workers,
         "predictions": str(preds) if preds is not None else "gradient (Sobel, sigma 2)",
         "optimal_all": {**_scores(full), "wall_s": full["wall_s"], "cpu_s": full["cpu_s"],

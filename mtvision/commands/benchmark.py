@@ -8,7 +8,8 @@
     mtvision benchmark train-step [--config C] [-o key=value] [--batch N] [--compile]
                                   [--image-size PX] [--rounds R] [--device D] [...]
     mtvision benchmark edge-eval [--data DIR] [--images N] [--reference-images M]
-                                 [--reseeds R] [--workers W] [--preds DIR] [...]
+                                 [--reference-every K] [--reseeds R] [--workers W]
+                                 [--preds DIR] [...]
     mtvision benchmark data [--image-sizes 128,512] [--workers 0,1,2] [--batch N] [...]
     mtvision benchmark gpu-check [--out DIR]
 
@@ -275,7 +276,8 @@ def _run_edge_eval(a: argparse.Namespace) -> None:
     from mtvision.benchmarks.edge_eval import format_table, run_edge_eval_benchmark
 
     res = run_edge_eval_benchmark(a.data, a.split, a.images, a.reference_images, a.reseeds,
-                                  a.thresholds, a.max_dist, not a.no_nms, a.workers, a.preds,
+                                  a.reference_every, a.thresholds, a.max_dist, not a.no_nms,
+                                  a.workers, a.preds,
                                   a.out, log=lambda line: print(line, file=sys.stderr,
                                                                 flush=True))
     print(format_table(res))
@@ -297,7 +299,10 @@ def _add_edge_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=_positive_int, default=100,
                    help="first N images of the split (default 100)")
     p.add_argument("--reference-images", type=_positive_int, default=None, metavar="M",
-                   help="score only the first M of them with both matchers (default: all)")
+                   help="score only M of them with both matchers (default: all)")
+    p.add_argument("--reference-every", type=_positive_int, default=1, metavar="K",
+                   help="the reference's images are every K-th image (default 1: the first "
+                        "M)")
     p.add_argument("--reseeds", type=_positive_int, default=3,
                    help="CSA runs, one per seed of its outlier graph (default 3)")
     p.add_argument("--thresholds", type=_positive_int, default=99, help="(default 99)")

@@ -63,9 +63,26 @@ def test_side_by_side_and_json(tmp_path: Path) -> None:
     assert "csa mean" in format_table(res)
 
 
+def test_reference_on_every_kth_image(tmp_path: Path) -> None:
+    data = tiny_bsds(tmp_path / "bsds", n=3)
+    res = run_edge_eval_benchmark(tmp_path / "bsds", images=3, reseeds=1, reference_every=2,
+                                  thresholds=5, max_dist=0.02, workers=1, log=lambda _: None)
+    assert res["images"] == 3 and res["reference_images"] == 2
+    assert res["reference_image_ids"] == ["0", "2"]
+    from mtvision.benchmarks.edge_eval import gradient_edges
+
+    sub = [data[0], data[2]]
+    ref = edge_benchmark([gradient_edges(img) for img, _ in sub], [a for _, a in sub],
+                         max_dist=0.02, thresholds=5, nms=True)
+    assert res["optimal"]["ODS"] == pytest.approx(ref["ODS"], abs=1e-12)
+    assert res["optimal"]["wall_s"] is not None  # timed on the subset, side by side
+
+
 def test_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no BSDS500 data"):
         run_edge_eval_benchmark(tmp_path, log=lambda _: None)
     assert main(["edge-eval", "--data", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
     with pytest.raises(ConfigError, match="reseeds"):
         run_edge_eval_benchmark(tmp_path, reseeds=0, log=lambda _: None)
+    with pytest.raises(ConfigError, match="reference_every"):
+        run_edge_eval_benchmark(tmp_path, reference_every=0, log=lambda _: None)
