@@ -8,8 +8,8 @@
     mtvision benchmark train-step [--config C] [-o key=value] [--batch N] [--compile]
                                   [--image-size PX] [--rounds R] [--device D] [...]
     mtvision benchmark edge-eval [--data DIR] [--images N] [--reference-images M]
-                                 [--reference-every K] [--reseeds R] [--workers W]
-                                 [--preds DIR] [...]
+                                 [--reseeds R] [--workers W] [--preds DIR]
+                                 [--reference-cache DIR] [...]
     mtvision benchmark data [--image-sizes 128,512] [--workers 0,1,2] [--batch N] [...]
     mtvision benchmark gpu-check [--out DIR]
 
@@ -276,10 +276,9 @@ def _run_edge_eval(a: argparse.Namespace) -> None:
     from mtvision.benchmarks.edge_eval import format_table, run_edge_eval_benchmark
 
     res = run_edge_eval_benchmark(a.data, a.split, a.images, a.reference_images, a.reseeds,
-                                  a.reference_every, a.thresholds, a.max_dist, not a.no_nms,
-                                  a.workers, a.preds,
-                                  a.out, log=lambda line: print(line, file=sys.stderr,
-                                                                flush=True))
+                                  a.thresholds, a.max_dist, not a.no_nms, a.workers, a.preds,
+                                  a.out, a.reference_cache,
+                                  log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(res))
     print(f"results: {a.out}")
 
@@ -299,10 +298,8 @@ def _add_edge_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=_positive_int, default=100,
                    help="first N images of the split (default 100)")
     p.add_argument("--reference-images", type=_positive_int, default=None, metavar="M",
-                   help="score only M of them with both matchers (default: all)")
-    p.add_argument("--reference-every", type=_positive_int, default=1, metavar="K",
-                   help="the reference's images are every K-th image (default 1: the first "
-                        "M)")
+                   help="score only M of them with both matchers, spread over the N "
+                        "(default: all)")
     p.add_argument("--reseeds", type=_positive_int, default=3,
                    help="CSA runs, one per seed of its outlier graph (default 3)")
     p.add_argument("--thresholds", type=_positive_int, default=99, help="(default 99)")
@@ -315,6 +312,9 @@ def _add_edge_eval(sub: argparse._SubParsersAction) -> None:
                    help="PNG predictions DIR/<id>.png (default: a gradient edge detector)")
     p.add_argument("--out", default="runs/benchmark/edge_eval.json", metavar="FILE.json",
                    help="results JSON (default: runs/benchmark/edge_eval.json)")
+    p.add_argument("--reference-cache", default=None, metavar="DIR",
+                   help="per-image CSA counts, read back by a rerun: a stopped run resumes "
+                        "and reseeds add up (default: the --out path with .cache)")
     p.set_defaults(run=_run_edge_eval)
 
 

@@ -44,7 +44,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import cv2
@@ -503,6 +503,11 @@ def _image_job(job: tuple) -> tuple[np.ndarray, float]:
     return counts, time.process_time() - start
 
 
+def _indexed_image_job(job: tuple[int, tuple]) -> tuple[int, np.ndarray, float]:
+    counts, cpu = _image_job(job[1])
+    return job[0], counts, cpu
+
+
 def _worker_init() -> None:
     # One OpenCV thread per worker: the workers already fill the CPUs.
     cv2.setNumThreads(1)
@@ -538,25 +543,38 @@ def score_images(
     progress: bool = False,
     seed: int = CORRESPONDENCE_SEED,
     cpu_seconds: list[float] | None = None,
+    on_image: Callable[[int, np.ndarray, float], None] | None = None,
 ) -> np.ndarray:
     """Counts ``[N, T, 4]`` of (pred, annotators, valid) images, ``workers`` processes at once
     (default: the CPU count; 1: in this process), with a progress bar if ``progress``; other
-    arguments as :func:`image_counts`. Each image's CPU time is appended to ``cpu_seconds``."""
+    arguments as :func:`image_counts`. Each image's CPU time is appended to ``cpu_seconds``
+    (in the items' order); ``on_image(index, counts, cpu_s)`` is called as each finishes (in
+    any order), so a caller can keep what a killed run had done."""
     _check_options(mode, matcher)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     options = {"thresholds": thresholds, "max_dist": max_dist, "mode": mode,
                "matcher": matcher, "nms": nms, "seed": seed}
-    jobs = [(pred, annotators, valid, options) for pred, annotators, valid in items]
+    jobs = [(i, (pred, annotators, valid, options))
+            for i, (pred, annotators, valid) in enumerate(items)]
     if not jobs:
         return np.zeros((0, len(thresholds), 4))
     workers = min(default_workers() if workers is None else workers, len(jobs))
     bar = {"total": len(jobs), "desc": f"edge {mode}", "leave": False,
            "disable": not progress, "dynamic_ncols": True}
+    done: list[Any] = [None] * len(jobs)
+
+    def collect(results: Iterable[tuple[int, np.ndarray, float]]) -> None:
+        for i, counts, cpu in tqdm(results, **bar):
+            done[i] = (counts, cpu)
+            if on_image is not None:
+                on_image(i, counts, cpu)
+
     if workers <= 1:
-        done = [_image_job(j) for j in tqdm(jobs, **bar)]
+        collect(map(_indexed_image_job, jobs))
     else:
         with _pool_context().Pool(workers, _worker_init) as pool:
-            done = list(tqdm(pool.imap(_image_job, jobs), **bar))
+            # Unordered: one slow image does not hold back the callbacks of the others.
+            collect(pool.imap_unordered(_indexed_image_job, jobs))
     if cpu_seconds is not None:
         cpu_seconds.extend(cpu for _, cpu in done)
     return np.stack([counts for counts, _ in done])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from mtvision.benchmarks.edge_eval import format_table, run_edge_eval_benchmark
+from mtvision.benchmarks.edge_eval import format_table, run_edge_eval_benchmark, spread_order
 from mtvision.data.io import DataError
-from mtvision.metrics.edge import CORRESPONDENCE_SEED, edge_benchmark
+from mtvision.metrics.edge import CORRESPONDENCE_SEED, edge_benchmark, score_images
 from mtvision.registry import ConfigError
 from tools.benchmark import main
 
@@ -63,11 +63,22 @@ def test_side_by_side_and_json(tmp_path: Path) -> None:
     assert "csa mean" in format_table(res)
 
 
-def test_reference_on_every_kth_image(tmp_path: Path) -> None:
-    data = tiny_bsds(tmp_path / "bsds", n=3)
-    res = run_edge_eval_benchmark(tmp_path / "bsds", images=3, reseeds=1, reference_every=2,
+def test_spread_order() -> None:
+    assert spread_order(1) == [0]
+    assert spread_order(4) == [0, 2, 1, 3]
+    assert spread_order(3) == [0, 1, 2]  # fractions 0, 1/2, 1/4, 3/4 of 3, repeats dropped
+    order = spread_order(100)
+    assert sorted(order) == list(range(100))
+    assert order[:4] == [0, 50, 25, 75]
+    # A prefix of 2**k is a grid of step n / 2**k: floor(100 * j / 8), j = 0..7.
+    assert sorted(order[:8]) == [0, 12, 25, 37, 50, 62, 75, 87]
+
+
+def test_reference_on_a_spread_subset(tmp_path: Path) -> None:
+    data = tiny_bsds(tmp_path / "bsds", n=4)
+    res = run_edge_eval_benchmark(tmp_path / "bsds", images=4, reference_images=2, reseeds=1,
                                   thresholds=5, max_dist=0.02, workers=1, log=lambda _: None)
-    assert res["images"] == 3 and res["reference_images"] == 2
+    assert res["images"] == 4 and res["reference_images"] == 2
     assert res["reference_image_ids"] == ["0", "2"]
     from mtvision.benchmarks.edge_eval import gradient_edges
 
@@ -78,11 +89,62 @@ def test_reference_on_every_kth_image(tmp_path: Path) -> None:
     assert res["optimal"]["wall_s"] is not None  # timed on the subset, side by side
 
 
+def test_reference_cache_resumes_and_is_keyed(tmp_path: Path) -> None:
+    tiny_bsds(tmp_path / "bsds", n=2)
+    out = tmp_path / "edge.json"
+    kw = {"images": 2, "reseeds": 1, "thresholds": 5, "max_dist": 0.02, "workers": 1,
+          "out": out, "log": lambda _: None}
+    first = run_edge_eval_benchmark(tmp_path / "bsds", **kw)
+    cache = Path(first["reference_cache"])
+    assert cache.parent == tmp_path / "edge.cache"
+    files = sorted((cache / f"csa-{CORRESPONDENCE_SEED:x}").glob("*.json"))
+    assert [f.stem for f in files] == ["0", "1"]
+    assert first["csa_runs"][0]["scored_images"] == 2 and first["cpu_ratio"] is not None
+    # Everything cached: the same reference scores, and no side-by-side ratio to report.
+    again = run_edge_eval_benchmark(tmp_path / "bsds", **kw)
+    assert again["csa_runs"][0]["cached_images"] == 2
+    assert again["csa_mean"] == first["csa_mean"]
+    assert again["wall_ratio"] is None and again["cpu_ratio"] is None
+    assert "n/a" in format_table(again)
+    # A lost image (a run stopped part-way) and a torn file are scored again; the rest is read.
+    files[0].unlink()
+    files[1].write_text("{not json")
+    resumed = run_edge_eval_benchmark(tmp_path / "bsds", **kw)
+    assert resumed["csa_runs"][0]["scored_images"] == 2
+    assert resumed["csa_mean"] == pytest.approx(first["csa_mean"], abs=1e-12)
+    (cache / f"csa-{CORRESPONDENCE_SEED:x}" / "1.json").unlink()
+    resumed = run_edge_eval_benchmark(tmp_path / "bsds", **kw)
+    assert resumed["csa_runs"][0]["scored_images"] == 1
+    assert resumed["csa_runs"][0]["cached_images"] == 1
+    assert resumed["wall_ratio"] is None and resumed["cpu_ratio"] is not None
+    # Other options are another key: nothing is read from the first folder.
+    other = run_edge_eval_benchmark(tmp_path / "bsds", **{**kw, "thresholds": 4})
+    assert Path(other["reference_cache"]) != cache
+    assert other["csa_runs"][0]["scored_images"] == 2
+
+
+def test_parallel_scoring_keeps_the_order_and_reports_each_image() -> None:
+    rng = np.random.default_rng(3)
+    items = []
+    for i in range(4):  # unequal sizes: the workers finish out of order
+        h, w = 24 + 8 * i, 40 - 4 * i
+        gt = np.zeros((h, w), bool)
+        gt[h // 2, 2:-2] = True
+        items.append((rng.random((h, w)) * 0.3 + 0.7 * gt, [gt, np.roll(gt, 1, 0)], None))
+    ts = np.linspace(0.1, 0.9, 4)
+    seen: dict[int, np.ndarray] = {}
+    serial = score_images(items, ts, 0.05, workers=1)
+    parallel = score_images(items, ts, 0.05, workers=2,
+                            on_image=lambda i, c, _: seen.setdefault(i, c))
+    np.testing.assert_array_equal(parallel, serial)
+    assert sorted(seen) == [0, 1, 2, 3]
+    for i, counts in seen.items():
+        np.testing.assert_array_equal(counts, serial[i])
+
+
 def test_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no BSDS500 data"):
         run_edge_eval_benchmark(tmp_path, log=lambda _: None)
     assert main(["edge-eval", "--data", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
     with pytest.raises(ConfigError, match="reseeds"):
         run_edge_eval_benchmark(tmp_path, reseeds=0, log=lambda _: None)
-    with pytest.raises(ConfigError, match="reference_every"):
-        run_edge_eval_benchmark(tmp_path, reference_every=0, log=lambda _: None)
