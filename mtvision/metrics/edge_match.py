@@ -14,10 +14,11 @@ pixel of the other map within ``r`` or its own private "unmatched" twin (see :fu
 which is the same objective up to a constant. The graph is built from pixel lists (no
 full-image passes) and split into connected components. A component's solution depends only
 on its predicted pixels (its boundary pixels and arcs follow from them), so the components of
-all thresholds are found in one pass, the distinct ones solved together in one call of a
-sparse Jonker-Volgenant solver (``lap.lapmod``, LAPMOD), and each answer is shared by every
-threshold where its component reappears unchanged: exact, and most of a soft map's
-components are unchanged between neighbouring thresholds.
+all thresholds are found in one pass, the distinct ones solved by a sparse Jonker-Volgenant
+solver (``lap.lapmod``, LAPMOD; small components packed into parts of about ``PART_SIZE``
+nodes, one call per part), and each answer is shared by every threshold where its component
+reappears unchanged: exact, and most of a soft map's components are unchanged between
+neighbouring thresholds.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ def _offsets(radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _arcs(pred_yx: np.ndarray, gt: np.ndarray, radius: float
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Arcs (pred index, gt index, weight) between pixels within ``radius``; gt count.
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arcs (pred index, gt index, weight) between pixels within ``radius``.
 
     For each offset the boundary pixel at ``pred + offset`` is looked up in an index image of
     ``gt`` padded by the radius: work proportional to (#pred pixels x #offsets). The arcs come
@@ -65,7 +66,7 @@ def _arcs(pred_yx: np.ndarray, gt: np.ndarray, radius: float
     base = (pred_yx[:, 0] + r) * (w + 2 * r) + (pred_yx[:, 1] + r)
     hits = flat[base[:, None] + (dy * (w + 2 * r) + dx)[None, :]]  # [n_pred, n_offsets]
     p_idx, o_idx = np.nonzero(hits >= 0)
-    return p_idx, hits[p_idx, o_idx], weight[o_idx], int(gy.size)
+    return p_idx, hits[p_idx, o_idx], weight[o_idx]
 
 
 def _solve(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray, part: np.ndarray,
@@ -140,7 +141,7 @@ class AnnotatorMatcher:
         h, w = gt.shape
         radius = max_dist * math.sqrt(h * h + w * w)
         self.n_pred = len(pred_yx)
-        self.arc_pixel, g, self.w, _ = _arcs(pred_yx, gt, radius)
+        self.arc_pixel, g, self.w = _arcs(pred_yx, gt, radius)
         # Only pixels with an arc can match: the graph's nodes are those, numbered densely.
         self.nodes, self.p = np.unique(self.arc_pixel, return_inverse=True)
         gt_nodes, self.g = np.unique(g, return_inverse=True)
@@ -198,7 +199,8 @@ class AnnotatorMatcher:
 
     def _solve_components(self, pn: np.ndarray, gn: np.ndarray, e: np.ndarray,
                           label: np.ndarray, todo: dict[bytes, int]) -> None:
-        """Solve the listed components in one call and cache each one's answer."""
+        """Solve the listed components (packed into parts, see :func:`_solve`) and cache each
+        one's answer."""
         wanted = np.zeros(label.max() + 1, dtype=bool)
         wanted[list(todo.values())] = True
         sel = wanted[label[pn]]
